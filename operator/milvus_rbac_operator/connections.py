@@ -1,0 +1,207 @@
+"""connectionRef + Secret -> a cached Milvus client, rebuilt when either changes."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from milvus_rbac_operator import status
+from milvus_rbac_operator.milvus import Credentials, Endpoint, MilvusRBAC
+from milvus_rbac_operator.reconcile import UnusableConnectionError
+from milvus_rbac_operator.status import Reason
+
+GROUP = "rbac.milvus.io"
+VERSION = "v1alpha1"
+CONNECTIONS = "milvusconnections"
+BINDINGS = "milvusrolebindings"
+
+
+@dataclass(frozen=True)
+class ResolvedConnection:
+    endpoint: Endpoint
+    credentials: Credentials
+    secret_name: str
+
+    def fingerprint(self) -> str:
+        # Only a digest of the credentials is kept, to notice a changed Secret.
+        digest = hashlib.sha256()
+        for part in (
+            self.endpoint.uri,
+            self.endpoint.database,
+            self.endpoint.server_name,
+            str(self.endpoint.timeout_seconds),
+            self.credentials.as_token(),
+        ):
+            digest.update(part.encode() + b"\0")
+        digest.update(self.endpoint.ca_pem)
+        return digest.hexdigest()
+
+
+def _decode(data: dict[str, str] | None, key: str) -> bytes | None:
+    if not data or key not in data:
+        return None
+    try:
+        return base64.b64decode(data[key], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def credentials_from_secret(name: str, data: dict[str, str] | None) -> Credentials:
+    """Keys `token`, or `username` and `password`; anything else is a clear SecretInvalid."""
+
+    def text(key: str) -> str:
+        raw = _decode(data, key)
+        if raw is None:
+            return ""
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise UnusableConnectionError(
+                status.refused(Reason.SECRET_INVALID, f"Secret {name}: key {key} is not UTF-8 text")
+            ) from exc
+
+    token = text("token")
+    if token:
+        return Credentials(token=token)
+    username, password = text("username"), text("password")
+    if username and password:
+        return Credentials(username=username, password=password)
+    raise UnusableConnectionError(
+        status.refused(
+            Reason.SECRET_INVALID,
+            f"Secret {name} must hold a non-empty `token`, or `username` and `password`",
+        )
+    )
+
+
+def endpoint_from_spec(spec: dict[str, Any], ca_pem: bytes, default_timeout: float) -> Endpoint:
+    tls = spec.get("tls") or {}
+    return Endpoint(
+        uri=str(spec["uri"]),
+        database=str(spec.get("database") or ""),
+        ca_pem=ca_pem,
+        server_name=str(tls.get("serverName") or ""),
+        timeout_seconds=float(spec.get("timeoutSeconds") or default_timeout),
+    )
+
+
+class KubeReader:
+    """The few reads the core needs, off the event loop (the official client is synchronous)."""
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self._custom = k8s.CustomObjectsApi(api_client)
+        self._core = k8s.CoreV1Api(api_client)
+
+    async def connection(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await self._get(
+            lambda: self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, CONNECTIONS, name
+            )
+        )
+        return found
+
+    async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        secret = await self._get(lambda: self._core.read_namespaced_secret(name, namespace))
+        if secret is None:
+            return None
+        return dict(secret.data or {})
+
+    @staticmethod
+    async def _get(read: Callable[[], Any]) -> Any:
+        try:
+            return await asyncio.to_thread(read)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+
+class ConnectionRegistry:
+    """One Milvus client per MilvusConnection, kept while its spec and Secret stay the same."""
+
+    def __init__(self, kube: KubeReader, default_timeout: float) -> None:
+        self._kube = kube
+        self._default_timeout = default_timeout
+        self._clients: dict[tuple[str, str], tuple[str, MilvusRBAC]] = {}
+        self._lock = asyncio.Lock()
+
+    async def resolve(self, namespace: str, name: str) -> ResolvedConnection:
+        connection = await self._kube.connection(namespace, name)
+        if connection is None:
+            raise UnusableConnectionError(
+                status.refused(
+                    Reason.CONNECTION_NOT_FOUND, f"MilvusConnection {namespace}/{name} not found"
+                )
+            )
+        spec = connection.get("spec") or {}
+        secret_name = str(spec["credentialsSecretRef"]["name"])
+        data = await self._kube.secret_data(namespace, secret_name)
+        if data is None:
+            raise UnusableConnectionError(
+                status.refused(
+                    Reason.SECRET_NOT_FOUND,
+                    f"Secret {namespace}/{secret_name} (credentials of MilvusConnection {name}) "
+                    "not found",
+                )
+            )
+        credentials = credentials_from_secret(secret_name, data)
+        ca_pem = await self._ca(namespace, name, spec)
+        endpoint = endpoint_from_spec(spec, ca_pem, self._default_timeout)
+        return ResolvedConnection(endpoint, credentials, secret_name)
+
+    async def _ca(self, namespace: str, name: str, spec: dict[str, Any]) -> bytes:
+        ref = (spec.get("tls") or {}).get("caSecretRef")
+        if not ref:
+            return b""
+        secret_name, key = str(ref["name"]), str(ref.get("key") or "ca.crt")
+        data = await self._kube.secret_data(namespace, secret_name)
+        if data is None:
+            raise UnusableConnectionError(
+                status.refused(
+                    Reason.SECRET_NOT_FOUND,
+                    f"Secret {namespace}/{secret_name} (CA of MilvusConnection {name}) not found",
+                )
+            )
+        ca = _decode(data, key)
+        if not ca:
+            raise UnusableConnectionError(
+                status.refused(
+                    Reason.SECRET_INVALID, f"Secret {secret_name} has no key {key} with a CA"
+                )
+            )
+        return ca
+
+    async def client_for(self, namespace: str, name: str) -> MilvusRBAC:
+        resolved = await self.resolve(namespace, name)
+        fingerprint = resolved.fingerprint()
+        key = (namespace, name)
+        async with self._lock:
+            cached = self._clients.get(key)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            client = MilvusRBAC(resolved.endpoint, resolved.credentials)
+            self._clients[key] = (fingerprint, client)
+        if cached is not None:
+            await cached[1].close()
+        return client
+
+    async def forget(self, namespace: str, name: str) -> None:
+        async with self._lock:
+            cached = self._clients.pop((namespace, name), None)
+        if cached is not None:
+            await cached[1].close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for _, client in clients:
+            await client.close()

@@ -1,0 +1,142 @@
+"""The decisions, free of I/O: which Milvus calls bring Milvus to the spec, and what follows.
+
+Level-based: the same plan serves create, resume, spec change and retries. The desired pair is
+the spec; the applied pair is status.applied, the memory of what this object established.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from milvus_rbac_operator import status
+from milvus_rbac_operator.model import Operation, Outcome, ResStatus, RolePair
+from milvus_rbac_operator.status import Readiness, Reason
+
+DELETION_POLICY_ORPHAN = "Orphan"
+
+
+@dataclass(frozen=True)
+class Call:
+    operation: Operation
+    pair: RolePair
+
+
+def refusal(desired: RolePair, protected_users: frozenset[str]) -> Readiness | None:
+    """A binding the operator must not act on, whatever Milvus would say."""
+    if desired.username in protected_users:
+        return status.refused(
+            Reason.PROTECTED_USER,
+            f"user {desired.username} is protected: the operator never adds or removes its roles",
+        )
+    return None
+
+
+def plan_reconcile(
+    desired: RolePair, applied: RolePair | None, protected_users: frozenset[str]
+) -> list[Call]:
+    """Remove the applied pair first when the spec moved away from it, then add the desired one.
+
+    The add is made even when applied == desired: AddUserToRole is idempotent, and this is how a
+    resume or a retry confirms the grant is really there.
+    """
+    calls = []
+    if applied is not None and applied != desired and applied.username not in protected_users:
+        calls.append(Call(Operation.REMOVE_USER_FROM_ROLE, applied))
+    calls.append(Call(Operation.ADD_USER_TO_ROLE, desired))
+    return calls
+
+
+def plan_release(
+    applied: RolePair | None, deletion_policy: str, protected_users: frozenset[str]
+) -> list[Call]:
+    """What deleting the binding must remove before its finalizer goes."""
+    if applied is None or deletion_policy == DELETION_POLICY_ORPHAN:
+        return []
+    if applied.username in protected_users:
+        return []
+    return [Call(Operation.REMOVE_USER_FROM_ROLE, applied)]
+
+
+def pair_is_gone(answer: ResStatus) -> bool:
+    """A removal succeeded, or there is nothing left to remove (user or role missing)."""
+    return answer.outcome in {Outcome.SUCCESS, Outcome.USER_NOT_FOUND, Outcome.ROLE_NOT_FOUND}
+
+
+def retry_delay(
+    outcome: Outcome | None, retry: int, initial: float, maximum: float, slow: float
+) -> float:
+    """Transient failures back off exponentially up to `maximum`; the rest wait for a person."""
+    if outcome is not None and outcome.transient:
+        return float(min(initial * (2 ** min(retry, 30)), maximum))
+    return slow
+
+
+class RBACClient(Protocol):
+    async def add_user_to_role(
+        self, username: str, role_name: str, timeout: float | None = None
+    ) -> ResStatus: ...
+
+    async def remove_user_from_role(
+        self, username: str, role_name: str, timeout: float | None = None
+    ) -> ResStatus: ...
+
+
+class UnusableConnectionError(Exception):
+    """The connection a call needs cannot be used (missing object or Secret, bad Secret)."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        super().__init__(readiness.message)
+        self.readiness = readiness
+
+
+@dataclass
+class Progress:
+    """Where executing a plan got to."""
+
+    applied: RolePair | None
+    answers: list[ResStatus] = field(default_factory=list)
+    readiness: Readiness | None = None  # set when a call failed or a connection was unusable
+    outcome: Outcome | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.readiness is None
+
+
+async def execute(
+    calls: list[Call],
+    applied: RolePair | None,
+    client_for: Callable[[str], Awaitable[RBACClient]],
+    timeout: float | None,
+) -> Progress:
+    """Make the calls in order; stop at the first one that did not take effect.
+
+    `applied` moves only on a yes from Milvus: forgotten after a removal (or when the pair is
+    already gone), set after an add.
+    """
+    progress = Progress(applied=applied)
+    for call in calls:
+        removing = call.operation is Operation.REMOVE_USER_FROM_ROLE
+        try:
+            client = await client_for(call.pair.connection)
+        except UnusableConnectionError as problem:
+            progress.readiness = problem.readiness
+            return progress
+        if removing:
+            answer = await client.remove_user_from_role(
+                call.pair.username, call.pair.role_name, timeout
+            )
+        else:
+            answer = await client.add_user_to_role(call.pair.username, call.pair.role_name, timeout)
+        progress.answers.append(answer)
+        if removing and pair_is_gone(answer):
+            progress.applied = None
+        elif answer.succeeded:
+            progress.applied = call.pair
+        else:
+            progress.readiness = status.readiness_from_answer(answer, call.pair, removing)
+            progress.outcome = answer.outcome
+            return progress
+    return progress

@@ -1,0 +1,64 @@
+"""One typed settings object, read from MRBO_* environment variables (flags override some)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+PREFIX = "MRBO_"
+BUILT_IN_PROTECTED_USERS = frozenset({"root"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Namespaces to watch; empty means every namespace.
+    namespaces: tuple[str, ...] = ()
+    # Bound on each Milvus call when neither the binding nor its connection sets one.
+    timeout_seconds: float = 10.0
+    # Transient failures (unreachable, timeout, rate limit): exponential backoff, capped.
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    # Things a person must create or fix (user, role, connection, Secret, credentials).
+    not_found_retry_seconds: float = 30.0
+    # How often each MilvusConnection's reachability and credentials are checked.
+    connection_check_seconds: float = 60.0
+    # Users whose roles are never added or removed (root always).
+    protected_users: frozenset[str] = field(default=BUILT_IN_PROTECTED_USERS)
+    log_level: str = "INFO"
+    log_format: str = "plain"
+    # Liveness/readiness endpoint; empty disables it.
+    health_listen: str = ""
+    finalizer: str = "rbac.milvus.io/finalizer"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for item in fields(cls):
+            raw = env.get(PREFIX + item.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[item.name] = _parse(item.name, raw, item.type)
+        settings = cls(**values)  # type: ignore[arg-type]
+        # `root` stays protected whatever the configuration says.
+        return dataclasses.replace(
+            settings, protected_users=settings.protected_users | BUILT_IN_PROTECTED_USERS
+        )
+
+
+def _parse(name: str, raw: str, kind: object) -> object:
+    kind = str(kind)
+    try:
+        if kind == "float":
+            value = float(raw)
+            if value <= 0:
+                raise ValueError("must be positive")
+            return value
+        if kind in ("tuple[str, ...]", "frozenset[str]"):
+            items = tuple(part.strip() for part in raw.split(",") if part.strip())
+            return frozenset(items) if kind.startswith("frozenset") else items
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX}{name.upper()}={raw!r}: {exc}") from exc
+    return raw

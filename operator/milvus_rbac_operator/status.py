@@ -1,0 +1,183 @@
+"""Owns status: the Ready condition (metav1.Condition shape), reasons, ResStatus and Events.
+
+Nothing else builds a condition. Reasons are CamelCase and stable: users script against them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from milvus_rbac_operator.model import (
+    Operation,
+    Outcome,
+    ResStatus,
+    RolePair,
+    rfc3339,
+    utcnow,
+)
+
+READY = "Ready"
+_MAX_MESSAGE = 4096
+
+
+class Reason(enum.StrEnum):
+    GRANTED = "Granted"
+    CONNECTED = "Connected"
+    USER_NOT_FOUND = "UserNotFound"
+    ROLE_NOT_FOUND = "RoleNotFound"
+    MILVUS_UNAVAILABLE = "MilvusUnavailable"
+    RATE_LIMITED = "RateLimited"
+    UNAUTHENTICATED = "Unauthenticated"
+    PERMISSION_DENIED = "PermissionDenied"
+    INVALID_NAME = "InvalidName"
+    MILVUS_ERROR = "MilvusError"
+    PROTECTED_USER = "ProtectedUser"
+    CONNECTION_NOT_FOUND = "ConnectionNotFound"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    SECRET_INVALID = "SecretInvalid"
+
+
+_OUTCOME_REASONS = {
+    Outcome.SUCCESS: Reason.GRANTED,
+    Outcome.USER_NOT_FOUND: Reason.USER_NOT_FOUND,
+    Outcome.ROLE_NOT_FOUND: Reason.ROLE_NOT_FOUND,
+    Outcome.UNAVAILABLE: Reason.MILVUS_UNAVAILABLE,
+    Outcome.TIMEOUT: Reason.MILVUS_UNAVAILABLE,
+    Outcome.RATE_LIMITED: Reason.RATE_LIMITED,
+    Outcome.UNAUTHENTICATED: Reason.UNAUTHENTICATED,
+    Outcome.PERMISSION_DENIED: Reason.PERMISSION_DENIED,
+    Outcome.INVALID: Reason.INVALID_NAME,
+    Outcome.FAILED: Reason.MILVUS_ERROR,
+}
+
+_HINTS = {
+    Outcome.USER_NOT_FOUND: "create the user in Milvus; the binding retries by itself",
+    Outcome.ROLE_NOT_FOUND: "create the role in Milvus; the binding retries by itself",
+    Outcome.UNAVAILABLE: "retrying with backoff",
+    Outcome.TIMEOUT: "retrying with backoff",
+    Outcome.RATE_LIMITED: "retrying with backoff",
+    Outcome.UNAUTHENTICATED: "fix the credentials in the connection's Secret",
+    Outcome.PERMISSION_DENIED: "the connection's Milvus user may not manage roles",
+}
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """The Ready condition to be: status, reason, message."""
+
+    ready: bool
+    reason: Reason
+    message: str
+
+
+def answer_summary(answer: ResStatus) -> str:
+    who = f"({answer.username}, {answer.role_name})" if answer.username else ""
+    summary = f"{answer.operation}{who}: code {answer.code}, errorCode {answer.error_code}"
+    return f"{summary}, reason: {answer.reason}" if answer.reason else summary
+
+
+def readiness_from_answer(answer: ResStatus, pair: RolePair, removing: bool = False) -> Readiness:
+    """The Ready condition after a Milvus call about `pair` (failed, or the final success)."""
+    reason = _OUTCOME_REASONS[answer.outcome]
+    if answer.succeeded:
+        return Readiness(True, reason, f"{pair} is in place ({answer_summary(answer)})")
+    doing = "remove" if removing else "apply"
+    hint = _HINTS.get(answer.outcome)
+    message = f"Cannot {doing} {pair}: {answer_summary(answer)}"
+    return Readiness(False, reason, f"{message}; {hint}" if hint else message)
+
+
+def refused(reason: Reason, message: str) -> Readiness:
+    return Readiness(False, reason, message)
+
+
+def merge_condition(
+    conditions: Any,
+    readiness: Readiness,
+    generation: int,
+    now: datetime.datetime | None = None,
+    condition_type: str = READY,
+) -> list[dict[str, Any]]:
+    """Conditions with `condition_type` set; its lastTransitionTime moves only with its status."""
+    existing = [c for c in (conditions or []) if isinstance(c, dict)]
+    status = "True" if readiness.ready else "False"
+    previous = next((c for c in existing if c.get("type") == condition_type), None)
+    if (
+        previous is not None
+        and previous.get("status") == status
+        and previous.get("lastTransitionTime")
+    ):
+        transition = str(previous["lastTransitionTime"])
+    else:
+        transition = rfc3339(now or utcnow())
+    condition = {
+        "type": condition_type,
+        "status": status,
+        "observedGeneration": generation,
+        "lastTransitionTime": transition,
+        "reason": str(readiness.reason),
+        "message": readiness.message[:_MAX_MESSAGE],
+    }
+    return [c for c in existing if c.get("type") != condition_type] + [condition]
+
+
+def binding_status(
+    current: Any,
+    generation: int,
+    readiness: Readiness,
+    applied: RolePair | None,
+    answer: ResStatus | None,
+) -> dict[str, Any]:
+    """The status fields to patch after one reconcile of a MilvusRoleBinding."""
+    current = current if isinstance(current, dict) else {}
+    patch: dict[str, Any] = {
+        "observedGeneration": generation,
+        "applied": applied.to_status() if applied else None,
+        "conditions": merge_condition(current.get("conditions"), readiness, generation),
+    }
+    if answer is not None:
+        patch["resStatus"] = answer.to_status()
+    return patch
+
+
+def connection_status(
+    current: Any, generation: int, readiness: Readiness, server_version: str
+) -> dict[str, Any]:
+    """The status fields of a MilvusConnection; empty when nothing would change (no write)."""
+    current = current if isinstance(current, dict) else {}
+    patch: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": merge_condition(current.get("conditions"), readiness, generation),
+    }
+    if server_version:
+        patch["serverVersion"] = server_version
+    unchanged = all(current.get(key) == value for key, value in patch.items())
+    return {} if unchanged else patch
+
+
+def connection_readiness(answer: ResStatus, version: str, secret_name: str) -> Readiness:
+    if answer.succeeded:
+        return Readiness(True, Reason.CONNECTED, f"reachable and authenticated; Milvus {version}")
+    reason = _OUTCOME_REASONS[answer.outcome]
+    message = f"{answer_summary(answer)}"
+    if answer.outcome is Outcome.UNAUTHENTICATED:
+        message = f"Milvus rejected the credentials in Secret {secret_name}: {message}"
+    return Readiness(False, reason, message)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+def event_for(answer: ResStatus) -> Event:
+    """The Kubernetes Event recorded for every Milvus call."""
+    if answer.succeeded:
+        done = "Granted" if answer.operation is Operation.ADD_USER_TO_ROLE else "Revoked"
+        return Event("Normal", done, answer_summary(answer))
+    return Event("Warning", str(_OUTCOME_REASONS[answer.outcome]), answer_summary(answer))
