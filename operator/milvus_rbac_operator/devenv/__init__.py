@@ -33,17 +33,30 @@ class LocalEnvironment:
 
     def start(self) -> LocalEnvironment:
         try:
-            self.controlplane = ControlPlane(self.workdir / "controlplane", self._say)
-            self._say("Starting etcd and kube-apiserver on 127.0.0.1 ...")
-            self.controlplane.start()
-            self._say("Starting the embedded Milvus (authorization on) ...")
-            self.milvus = EmbeddedMilvus(self.workdir / "milvus")
-            self.milvus.start()
-            self.install_crds()
+            self.start_controlplane()
+            self.start_milvus()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def start_controlplane(self) -> ControlPlane:
+        """etcd + kube-apiserver with the CRDs installed (once; later calls reuse it)."""
+        if self.controlplane is None:
+            controlplane = ControlPlane(self.workdir / "controlplane", self._say)
+            self._say("Starting etcd and kube-apiserver on 127.0.0.1 ...")
+            controlplane.start()
+            self.controlplane = controlplane
+            self.install_crds()
+        return self.controlplane
+
+    def start_milvus(self) -> EmbeddedMilvus:
+        """The embedded Milvus, authorization on (once; later calls reuse it)."""
+        if self.milvus is None:
+            self._say("Starting the embedded Milvus (authorization on) ...")
+            self.milvus = EmbeddedMilvus(self.workdir / "milvus")
+        self.milvus.start()
+        return self.milvus
 
     def kubectl(
         self, *args: str, stdin: str | None = None, check: bool = True
@@ -51,8 +64,7 @@ class LocalEnvironment:
         return run_kubectl(self.kubeconfig, args, stdin, check)
 
     def install_crds(self) -> None:
-        self.kubectl("apply", "--server-side", "-f", str(CRDS))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
+        install_crds(self.kubeconfig)
 
     def stop(self) -> None:
         if self.milvus is not None:
@@ -61,6 +73,14 @@ class LocalEnvironment:
         if self.controlplane is not None:
             self.controlplane.stop()
             self.controlplane = None
+
+
+def install_crds(kubeconfig: Path) -> None:
+    """Apply deploy/crds (the single source of the CRDs) and wait until they are served."""
+    run_kubectl(kubeconfig, ["apply", "--server-side", "--force-conflicts", "-f", str(CRDS)])
+    run_kubectl(
+        kubeconfig, ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS)]
+    )
 
 
 def run_kubectl(

@@ -1,0 +1,215 @@
+"""The planner and the executor: which calls, in which order, and what `applied` becomes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from milvus_rbac_operator import reconcile
+from milvus_rbac_operator.model import Operation, Outcome, ResStatus, RolePair, utcnow
+from milvus_rbac_operator.reconcile import Call, UnusableConnectionError
+from milvus_rbac_operator.status import Readiness, Reason
+
+ADD, REMOVE = Operation.ADD_USER_TO_ROLE, Operation.REMOVE_USER_FROM_ROLE
+PROTECTED = frozenset({"root"})
+ALICE_READER = RolePair("milvus", "alice", "reader")
+ALICE_WRITER = RolePair("milvus", "alice", "writer")
+BOB_READER = RolePair("milvus", "bob", "reader")
+ALICE_READER_ELSEWHERE = RolePair("other", "alice", "reader")
+
+
+@pytest.mark.parametrize(
+    ("desired", "applied", "expected"),
+    [
+        pytest.param(ALICE_READER, None, [Call(ADD, ALICE_READER)], id="new binding adds"),
+        pytest.param(
+            ALICE_READER,
+            ALICE_READER,
+            [Call(ADD, ALICE_READER)],
+            id="unchanged binding confirms the grant",
+        ),
+        pytest.param(
+            ALICE_WRITER,
+            ALICE_READER,
+            [Call(REMOVE, ALICE_READER), Call(ADD, ALICE_WRITER)],
+            id="role change removes the old grant first",
+        ),
+        pytest.param(
+            BOB_READER,
+            ALICE_READER,
+            [Call(REMOVE, ALICE_READER), Call(ADD, BOB_READER)],
+            id="username change removes the old grant first",
+        ),
+        pytest.param(
+            ALICE_READER_ELSEWHERE,
+            ALICE_READER,
+            [Call(REMOVE, ALICE_READER), Call(ADD, ALICE_READER_ELSEWHERE)],
+            id="connection change removes through the old connection",
+        ),
+        pytest.param(
+            ALICE_READER,
+            RolePair("milvus", "root", "admin"),
+            [Call(ADD, ALICE_READER)],
+            id="a protected applied user is never removed",
+        ),
+    ],
+)
+def test_plan_reconcile(desired: RolePair, applied: RolePair | None, expected: list[Call]) -> None:
+    assert reconcile.plan_reconcile(desired, applied, PROTECTED) == expected
+
+
+@pytest.mark.parametrize(
+    ("applied", "policy", "expected"),
+    [
+        pytest.param(ALICE_READER, "Delete", [Call(REMOVE, ALICE_READER)], id="delete removes"),
+        pytest.param(ALICE_READER, "Orphan", [], id="orphan leaves the grant"),
+        pytest.param(None, "Delete", [], id="nothing applied, nothing to remove"),
+        pytest.param(RolePair("milvus", "root", "admin"), "Delete", [], id="root is never revoked"),
+    ],
+)
+def test_plan_release(applied: RolePair | None, policy: str, expected: list[Call]) -> None:
+    assert reconcile.plan_release(applied, policy, PROTECTED) == expected
+
+
+def test_binding_for_root_is_refused() -> None:
+    refused = reconcile.refusal(RolePair("milvus", "root", "reader"), PROTECTED)
+    assert refused is not None
+    assert refused.reason is Reason.PROTECTED_USER
+    assert "root" in refused.message
+
+
+def test_binding_for_ordinary_user_is_not_refused() -> None:
+    assert reconcile.refusal(ALICE_READER, PROTECTED) is None
+
+
+@pytest.mark.parametrize(
+    ("outcome", "retry", "expected"),
+    [
+        (Outcome.UNAVAILABLE, 0, 1.0),
+        (Outcome.UNAVAILABLE, 3, 8.0),
+        (Outcome.TIMEOUT, 10, 60.0),  # capped
+        (Outcome.RATE_LIMITED, 1, 2.0),
+        (Outcome.USER_NOT_FOUND, 0, 30.0),  # waits for a person, at the slow pace
+        (Outcome.ROLE_NOT_FOUND, 9, 30.0),
+        (Outcome.UNAUTHENTICATED, 0, 30.0),
+        (None, 0, 30.0),  # no call made: connection or Secret missing
+    ],
+)
+def test_retry_delay(outcome: Outcome | None, retry: int, expected: float) -> None:
+    assert reconcile.retry_delay(outcome, retry, initial=1, maximum=60, slow=30) == expected
+
+
+def answer(operation: Operation, pair: RolePair, outcome: Outcome) -> ResStatus:
+    ok = outcome is Outcome.SUCCESS
+    return ResStatus(
+        operation,
+        pair.username,
+        pair.role_name,
+        0 if ok else 65535,
+        "Success" if ok else "UnexpectedError",
+        "" if ok else outcome.value,
+        outcome,
+        utcnow(),
+    )
+
+
+class ScriptedMilvus:
+    """Answers each call with the next scripted outcome and records what was asked."""
+
+    def __init__(
+        self, connection: str, outcomes: list[Outcome], log: list[tuple[str, Call]]
+    ) -> None:
+        self.connection, self.outcomes, self.log = connection, outcomes, log
+
+    async def _answer(self, operation: Operation, username: str, role: str) -> ResStatus:
+        pair = RolePair(self.connection, username, role)
+        self.log.append((self.connection, Call(operation, pair)))
+        return answer(operation, pair, self.outcomes.pop(0))
+
+    async def add_user_to_role(
+        self, username: str, role_name: str, timeout: float | None = None
+    ) -> ResStatus:
+        return await self._answer(ADD, username, role_name)
+
+    async def remove_user_from_role(
+        self, username: str, role_name: str, timeout: float | None = None
+    ) -> ResStatus:
+        return await self._answer(REMOVE, username, role_name)
+
+
+def run_plan(
+    calls: list[Call],
+    applied: RolePair | None,
+    outcomes: list[Outcome],
+    missing_connections: frozenset[str] = frozenset(),
+) -> tuple[reconcile.Progress, list[tuple[str, Call]]]:
+    log: list[tuple[str, Call]] = []
+
+    async def client_for(connection: str) -> ScriptedMilvus:
+        if connection in missing_connections:
+            raise UnusableConnectionError(
+                Readiness(
+                    False, Reason.CONNECTION_NOT_FOUND, f"MilvusConnection {connection} not found"
+                )
+            )
+        return ScriptedMilvus(connection, outcomes, log)
+
+    return asyncio.run(reconcile.execute(calls, applied, client_for, timeout=None)), log
+
+
+def test_changing_role_removes_old_grant_first() -> None:
+    calls = reconcile.plan_reconcile(ALICE_WRITER, ALICE_READER, PROTECTED)
+    progress, log = run_plan(calls, ALICE_READER, [Outcome.SUCCESS, Outcome.SUCCESS])
+    assert [call for _, call in log] == [Call(REMOVE, ALICE_READER), Call(ADD, ALICE_WRITER)]
+    assert progress.done
+    assert progress.applied == ALICE_WRITER
+
+
+def test_applied_is_recorded_only_after_milvus_said_yes() -> None:
+    progress, _ = run_plan([Call(ADD, ALICE_READER)], None, [Outcome.USER_NOT_FOUND])
+    assert progress.applied is None
+    assert not progress.done
+    assert progress.readiness is not None
+    assert progress.readiness.reason is Reason.USER_NOT_FOUND
+    assert progress.outcome is Outcome.USER_NOT_FOUND
+
+
+def test_failed_removal_keeps_the_applied_pair_and_skips_the_add() -> None:
+    calls = reconcile.plan_reconcile(ALICE_WRITER, ALICE_READER, PROTECTED)
+    progress, log = run_plan(calls, ALICE_READER, [Outcome.UNAVAILABLE])
+    assert [call for _, call in log] == [Call(REMOVE, ALICE_READER)]
+    assert progress.applied == ALICE_READER  # still to be removed on the next try
+    assert progress.readiness is not None
+    assert progress.readiness.reason is Reason.MILVUS_UNAVAILABLE
+    assert "remove" in progress.readiness.message
+
+
+@pytest.mark.parametrize("gone", [Outcome.USER_NOT_FOUND, Outcome.ROLE_NOT_FOUND])
+def test_removal_of_a_pair_whose_user_or_role_is_gone_counts_as_removed(gone: Outcome) -> None:
+    calls = reconcile.plan_reconcile(ALICE_WRITER, ALICE_READER, PROTECTED)
+    progress, _ = run_plan(calls, ALICE_READER, [gone, Outcome.SUCCESS])
+    assert progress.done
+    assert progress.applied == ALICE_WRITER
+
+
+def test_release_of_a_dropped_user_completes() -> None:
+    progress, _ = run_plan([Call(REMOVE, ALICE_READER)], ALICE_READER, [Outcome.USER_NOT_FOUND])
+    assert progress.done
+    assert progress.applied is None
+
+
+def test_unusable_connection_stops_before_any_call() -> None:
+    progress, log = run_plan(
+        [Call(ADD, ALICE_READER)], None, [], missing_connections=frozenset({"milvus"})
+    )
+    assert log == []
+    assert progress.readiness is not None
+    assert progress.readiness.reason is Reason.CONNECTION_NOT_FOUND
+    assert progress.outcome is None
+
+
+def test_removal_goes_through_the_old_connection() -> None:
+    calls = reconcile.plan_reconcile(ALICE_READER_ELSEWHERE, ALICE_READER, PROTECTED)
+    _, log = run_plan(calls, ALICE_READER, [Outcome.SUCCESS, Outcome.SUCCESS])
+    assert [connection for connection, _ in log] == ["milvus", "other"]
