@@ -63,9 +63,8 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
     )
     logging.getLogger().setLevel("DEBUG" if verbose else settings.log_level)
     api_client = kubernetes.client.ApiClient(kubeclient.load_configuration(kubeconfig))
-    runtime = Runtime(
-        settings, ConnectionRegistry(KubeReader(api_client), settings.timeout_seconds)
-    )
+    connections = ConnectionRegistry(KubeReader(api_client), settings.timeout_seconds)
+    runtime = Runtime(settings, connections, kubeconfig)
     logging.getLogger(__name__).info(
         "watching %s", ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
     )

@@ -246,7 +246,7 @@ class MilvusRBAC:
         seconds = timeout or self.endpoint.timeout_seconds
         try:
             # The SDK's own timeout does not cover every wait (channel set-up); this one does.
-            async with asyncio.timeout(seconds + 1):
+            async with asyncio.timeout(seconds):
                 await invoke(seconds)
         except TimeoutError:
             return self._answer(
@@ -261,6 +261,8 @@ class MilvusRBAC:
         except Exception as exc:
             code, error_code, reason, grpc_status = answer_from_error(exc)
             outcome = classify(code, error_code, reason, grpc_status)
+            # Only text from outside can carry a credential; our own wording never does.
+            error_code, reason = redact(error_code, self._secrets), redact(reason, self._secrets)
             if outcome is Outcome.TIMEOUT:
                 reason = f"no answer from Milvus within {seconds:g}s: {reason}"
             return self._answer(operation, username, role_name, code, error_code, reason, outcome)
@@ -283,8 +285,8 @@ class MilvusRBAC:
             username=username,
             role_name=role_name,
             code=code,
-            error_code=redact(error_code, self._secrets),
-            reason=redact(reason, self._secrets),
+            error_code=error_code,
+            reason=reason,
             outcome=outcome,
             time=utcnow(),
         )

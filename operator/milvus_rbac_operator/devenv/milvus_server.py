@@ -40,7 +40,7 @@ class TLSFiles:
     ca_pem: Path
 
 
-def _binaries() -> Path:
+def unpack_binaries() -> Path:
     """The wheel ships its server compressed; unpack once per version into the cache."""
     target = cache_dir() / f"milvus-{MILVUS_VERSION}" / "bin"
     target.mkdir(parents=True, exist_ok=True)
@@ -88,7 +88,7 @@ class EmbeddedMilvus:
         self.workdir = workdir
         self.tls = tls
         self.log_path = workdir / "logs" / "milvus.log"
-        self._bin = _binaries()
+        self._bin = unpack_binaries()
         self._netns = NetworkNamespace(workdir / "logs" / "netns.log")
         self._grpc = Forwarder(self._netns, _GRPC_PORT)
         self._http = Forwarder(self._netns, _HTTP_PORT)

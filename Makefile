@@ -1,0 +1,54 @@
+# The README's two commands: `make dev` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: install prepare dev test lint typecheck unit integration e2e clean
+
+install: $(VENV)/.installed
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# Exactly what uv.lock pins; fails if pyproject.toml and uv.lock disagree.
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+# kube-apiserver + etcd from hack/controlplane (built once, cached outside the checkout) and
+# the Milvus server unpacked from its wheel.
+prepare: install
+	$(BIN)/python -m milvus_rbac_operator.devenv prepare
+
+# Local control plane + embedded Milvus + the operator in the foreground. Ctrl-C stops it all.
+dev: prepare
+	$(BIN)/milvus-rbac-operator dev
+
+lint: install
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: prepare
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e: prepare
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+# Everything CI runs: lint, types, then unit, integration and e2e tests in one pytest session.
+test: lint typecheck prepare
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

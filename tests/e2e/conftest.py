@@ -1,0 +1,231 @@
+"""The operator as a separate process, driven through the real API server as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kubernetes
+import pytest
+import yaml
+
+from milvus_rbac_operator.devenv import LocalEnvironment, install_crds, processes, run_kubectl
+from milvus_rbac_operator.devenv.milvus_server import ROOT_PASSWORD, ROOT_USERNAME, EmbeddedMilvus
+
+pytestmark = pytest.mark.e2e
+T = TypeVar("T")
+GROUP, VERSION = "rbac.milvus.io", "v1alpha1"
+# Fast pacing so that retries are seen within a test; production defaults are in settings.py.
+OPERATOR_ENV = {
+    "MRBO_RETRY_INITIAL_SECONDS": "0.5",
+    "MRBO_RETRY_MAX_SECONDS": "2",
+    "MRBO_NOT_FOUND_RETRY_SECONDS": "2",
+    "MRBO_CONNECTION_CHECK_SECONDS": "2",
+}
+
+
+def eventually(probe: Callable[[], T], what: str, timeout: float = 60, interval: float = 0.25) -> T:
+    """The first truthy value of `probe`; fails loudly with the last value when time runs out."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
+
+
+@dataclass
+class Cluster:
+    kubeconfig: Path
+
+    def __post_init__(self) -> None:
+        api = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.core = kubernetes.client.CoreV1Api(api)
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> Any:
+        return run_kubectl(self.kubeconfig, args, stdin, check)
+
+    def apply(self, *objects: dict[str, Any], check: bool = True) -> Any:
+        return self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects), check=check)
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
+    def binding(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get("milvusrolebindings", namespace, name)
+
+    def events(self, namespace: str, name: str) -> list[Any]:
+        listed = self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return sorted(listed.items, key=lambda e: e.last_timestamp or e.event_time or 0)
+
+
+def ready(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The Ready condition of an object, if any."""
+    for condition in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return dict(condition)
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, local_env: LocalEnvironment) -> Iterator[Cluster]:
+    choice = request.config.getoption("--cluster")
+    if choice == "local":
+        yield Cluster(local_env.start_controlplane().kubeconfig)
+    elif choice == "existing":
+        kubeconfig = os.environ.get("KUBECONFIG")
+        if not kubeconfig:
+            pytest.exit("--cluster=existing needs $KUBECONFIG", returncode=2)
+        install_crds(Path(kubeconfig))
+        yield Cluster(Path(kubeconfig))
+    else:
+        try:
+            from pytest_kind import KindCluster  # type: ignore[import-not-found]
+        except ImportError:
+            pytest.exit("--cluster=kind needs pytest-kind and Docker", returncode=2)
+        kind = KindCluster("milvus-rbac-operator-e2e")
+        kind.create()
+        install_crds(Path(kind.kubeconfig_path))
+        yield Cluster(Path(kind.kubeconfig_path))
+        kind.delete()
+
+
+class OperatorProcess:
+    """`milvus-rbac-operator run` as its own process, logs to a file the tests can read."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str]) -> None:
+        self.kubeconfig, self.log_path, self.env = kubeconfig, log_path, env
+        self.proc: Any = None
+
+    def start(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        argv = [
+            sys.executable,
+            "-m",
+            "milvus_rbac_operator",
+            "run",
+            f"--kubeconfig={self.kubeconfig}",
+        ]
+        self.proc = processes.spawn(argv, self.log_path, env={**os.environ, **self.env})
+        mark = self.log_text().count("Initial authentication has finished")
+        eventually(
+            lambda: (
+                self.log_text().count("Initial authentication has finished") > mark
+                or self.proc.poll() is not None
+            ),
+            "the operator to log in",
+            30,
+        )
+        assert self.proc.poll() is None, self.log_text()[-3000:]
+
+    def stop(self) -> None:
+        processes.stop(self.proc, grace_seconds=20)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, with no chance to finish anything."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, milvus: EmbeddedMilvus, local_env: LocalEnvironment
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(cluster.kubeconfig, local_env.workdir / "operator.log", OPERATOR_ENV)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def running_operator(operator: OperatorProcess) -> OperatorProcess:
+    operator.start()  # again, if an earlier test stopped it
+    return operator
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> str:
+    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    return name
+
+
+def secret(namespace: str, name: str, **data: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": data,
+    }
+
+
+def connection(
+    namespace: str, name: str, uri: str, secret_name: str, **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MilvusConnection",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"uri": uri, "credentialsSecretRef": {"name": secret_name}, **spec},
+    }
+
+
+def binding(
+    namespace: str,
+    name: str,
+    username: str,
+    role: str,
+    connection_name: str = "milvus",
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MilvusRoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "connectionRef": {"name": connection_name},
+            "username": username,
+            "roleName": role,
+            **spec,
+        },
+    }
+
+
+@pytest.fixture
+def milvus_connection(cluster: Cluster, namespace: str, running_milvus: EmbeddedMilvus) -> str:
+    """A Secret with root's credentials and a MilvusConnection `milvus` to the shared Milvus."""
+    cluster.apply(
+        secret(namespace, "milvus-root", username=ROOT_USERNAME, password=ROOT_PASSWORD),
+        connection(namespace, "milvus", running_milvus.uri, "milvus-root"),
+    )
+    return "milvus"
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)
