@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ class RolePair:
 
     @classmethod
     def from_status(cls, applied: Any) -> RolePair | None:
-        if not isinstance(applied, dict):
+        if not isinstance(applied, Mapping):
             return None
         try:
             return cls(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +103,7 @@ def merge_condition(
     condition_type: str = READY,
 ) -> list[dict[str, Any]]:
     """Conditions with `condition_type` set; its lastTransitionTime moves only with its status."""
-    existing = [c for c in (conditions or []) if isinstance(c, dict)]
+    existing = [dict(c) for c in (conditions or []) if isinstance(c, Mapping)]
     status = "True" if readiness.ready else "False"
     previous = next((c for c in existing if c.get("type") == condition_type), None)
     if (
@@ -132,7 +133,8 @@ def binding_status(
     answer: ResStatus | None,
 ) -> dict[str, Any]:
     """The status fields to patch after one reconcile of a MilvusRoleBinding."""
-    current = current if isinstance(current, dict) else {}
+    # kopf hands status over as a read-only Mapping view, not a dict.
+    current = dict(current) if isinstance(current, Mapping) else {}
     patch: dict[str, Any] = {
         "observedGeneration": generation,
         "applied": applied.to_status() if applied else None,
@@ -147,7 +149,7 @@ def connection_status(
     current: Any, generation: int, readiness: Readiness, server_version: str
 ) -> dict[str, Any]:
     """The status fields of a MilvusConnection; empty when nothing would change (no write)."""
-    current = current if isinstance(current, dict) else {}
+    current = dict(current) if isinstance(current, Mapping) else {}
     patch: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": merge_condition(current.get("conditions"), readiness, generation),

@@ -114,8 +114,15 @@ def cluster(request: pytest.FixtureRequest, local_env: LocalEnvironment) -> Iter
 class OperatorProcess:
     """`milvus-rbac-operator run` as its own process, logs to a file the tests can read."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        env: dict[str, str],
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.kubeconfig, self.log_path, self.env = kubeconfig, log_path, env
+        self.extra_args = extra_args
         self.proc: Any = None
 
     def start(self) -> None:
@@ -127,6 +134,7 @@ class OperatorProcess:
             "milvus_rbac_operator",
             "run",
             f"--kubeconfig={self.kubeconfig}",
+            *self.extra_args,
         ]
         self.proc = processes.spawn(argv, self.log_path, env={**os.environ, **self.env})
         mark = self.log_text().count("Initial authentication has finished")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable
 
 import pytest
 from pymilvus import MilvusClient
 
+from milvus_rbac_operator.devenv import LocalEnvironment
 from milvus_rbac_operator.devenv.milvus_server import EmbeddedMilvus
 from tests.conftest import roles_of
 from tests.e2e.conftest import (
+    OPERATOR_ENV,
     Cluster,
     OperatorProcess,
     binding,
@@ -255,6 +259,17 @@ def test_missing_user_or_role_converges_once_created(
     assert any(
         e.reason == reason and e.type == "Warning" for e in cluster.events(namespace, "early")
     )
+    # Retries rewrite resStatus, but the condition's transition time stays where it was.
+    first_try, since = res["time"], ready(obj)["lastTransitionTime"]
+    retried = eventually(
+        lambda: (lambda o: o if o["status"]["resStatus"]["time"] != first_try else None)(
+            cluster.binding(namespace, "early")
+        ),
+        "a retry at the slow pace",
+        timeout=30,
+    )
+    assert ready(retried)["lastTransitionTime"] == since
+    assert ready(retried)["reason"] == reason
 
     if missing == "user":
         milvus_admin.create_user(user, "created-later")
@@ -328,12 +343,15 @@ def test_wrong_credentials_are_reported_and_never_leak(
     namespace: str,
     running_milvus: EmbeddedMilvus,
     operator: OperatorProcess,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
 ) -> None:
     password = "Leak-Canary-7f3a9q"
+    user, role = make_user(), make_role()
     cluster.apply(
         secret(namespace, "bad-creds", username="root", password=password),
         connection(namespace, "wrong", running_milvus.uri, "bad-creds"),
-        binding(namespace, "denied", "alice", "reader", connection_name="wrong"),
+        binding(namespace, "denied", user, role, connection_name="wrong"),
     )
     obj = wait_ready(cluster, namespace, "denied", reason="Unauthenticated", status="False")
     assert "credentials" in ready(obj)["message"]
@@ -354,6 +372,10 @@ def test_wrong_credentials_are_reported_and_never_leak(
     ]
     for text in everything:
         assert password not in text
+
+    # Fixing the Secret is enough: the cached client is rebuilt with the new credentials.
+    cluster.apply(secret(namespace, "bad-creds", username="root", password="Milvus"))
+    wait_ready(cluster, namespace, "denied")
 
 
 def test_deleting_binding_whose_user_or_role_was_dropped_completes(
@@ -494,3 +516,43 @@ def test_connection_reports_ready_with_server_version(
     table = cluster.kubectl("get", "mconn", f"-n={namespace}").stdout.split("\n")
     assert table[0].split() == ["NAME", "URI", "READY", "REASON", "VERSION", "AGE"]
     assert table[1].split()[2:5] == ["True", "Connected", conn["status"]["serverVersion"]]
+
+
+def test_run_watches_only_the_selected_namespaces(
+    cluster: Cluster,
+    milvus_admin: MilvusClient,
+    running_milvus: EmbeddedMilvus,
+    operator: OperatorProcess,
+    local_env: LocalEnvironment,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    watched, ignored = f"watched-{uuid.uuid4().hex[:8]}", f"ignored-{uuid.uuid4().hex[:8]}"
+    user, role = make_user(), make_role()
+    for ns in (watched, ignored):
+        cluster.apply(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            secret(ns, "milvus-root", username="root", password="Milvus"),
+            connection(ns, "milvus", running_milvus.uri, "milvus-root"),
+        )
+    operator.stop()
+    scoped = OperatorProcess(
+        cluster.kubeconfig,
+        local_env.workdir / "operator-scoped.log",
+        OPERATOR_ENV,
+        extra_args=(f"--namespace={watched}",),
+    )
+    try:
+        scoped.start()
+        for ns in (watched, ignored):
+            cluster.apply(binding(ns, "scoped", user, role))
+        wait_ready(cluster, watched, "scoped")
+        time.sleep(3)  # the ignored namespace gets nothing, not even a finalizer
+        untouched = cluster.binding(ignored, "scoped")
+        assert untouched is not None
+        assert "status" not in untouched
+        assert not untouched["metadata"].get("finalizers")
+    finally:
+        scoped.stop()
+        operator.start()
+    wait_ready(cluster, ignored, "scoped")  # the all-namespaces operator picks it up

@@ -157,3 +157,16 @@ def test_client_recovers_after_milvus_restart(
         Outcome.SUCCESS,
     )
     assert roles_of(milvus_admin, alice) == set()
+
+
+def test_embedded_milvus_allows_more_than_the_default_limits(
+    running_milvus: EmbeddedMilvus,
+    make_role: Callable[[], str],
+    make_user: Callable[[], str],
+    milvus_admin: MilvusClient,
+) -> None:
+    """Defaults are 10 roles and 100 users; tests and benchmarks need more."""
+    roles = [make_role() for _ in range(12)]
+    users = [make_user() for _ in range(101)]
+    assert set(roles) <= set(milvus_admin.list_roles())
+    assert set(users) <= set(milvus_admin.list_users())

@@ -116,3 +116,19 @@ def test_every_call_gets_an_event() -> None:
     failed = status.event_for(res(Outcome.USER_NOT_FOUND))
     assert (failed.type, failed.reason) == ("Warning", "UserNotFound")
     assert "code 65535" in failed.message
+
+
+def test_status_given_as_read_only_mapping_is_understood() -> None:
+    """kopf passes status as a Mapping view, not a dict: nothing may be lost because of it."""
+    from types import MappingProxyType
+
+    readiness = Readiness(True, Reason.CONNECTED, "reachable")
+    first = status.connection_status({}, 1, readiness, "v2.3.5")
+    assert status.connection_status(MappingProxyType(first), 1, readiness, "v2.3.5") == {}
+
+    failing = Readiness(False, Reason.USER_NOT_FOUND, "missing")
+    before = status.binding_status({}, 1, failing, None, None)
+    before["conditions"][0]["lastTransitionTime"] = "2020-01-01T00:00:00Z"
+    after = status.binding_status(MappingProxyType(before), 1, failing, None, None)
+    assert after["conditions"][0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    assert RolePair.from_status(MappingProxyType(PAIR.to_status())) == PAIR
