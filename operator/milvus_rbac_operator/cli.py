@@ -13,7 +13,7 @@ import kopf
 import kubernetes
 
 from milvus_rbac_operator import kubeclient
-from milvus_rbac_operator.connections import ConnectionRegistry, KubeReader
+from milvus_rbac_operator.connections import ConnectionRegistry, KubeAPI
 from milvus_rbac_operator.controller import Runtime
 from milvus_rbac_operator.handlers import build_registry, kopf_settings_for
 from milvus_rbac_operator.settings import Settings
@@ -63,8 +63,10 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
     )
     logging.getLogger().setLevel("DEBUG" if verbose else settings.log_level)
     api_client = kubernetes.client.ApiClient(kubeclient.load_configuration(kubeconfig))
-    connections = ConnectionRegistry(KubeReader(api_client), settings.timeout_seconds)
-    runtime = Runtime(settings, connections, kubeconfig)
+    kube = KubeAPI(api_client)
+    runtime = Runtime(
+        settings, ConnectionRegistry(kube, settings.timeout_seconds), kube, kubeconfig
+    )
     logging.getLogger(__name__).info(
         "watching %s", ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
     )

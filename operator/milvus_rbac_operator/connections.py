@@ -93,8 +93,8 @@ def endpoint_from_spec(spec: dict[str, Any], ca_pem: bytes, default_timeout: flo
     )
 
 
-class KubeReader:
-    """The few reads the core needs, off the event loop (the official client is synchronous)."""
+class KubeAPI:
+    """The few reads and writes kopf does not make for us, off the event loop."""
 
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self._custom = k8s.CustomObjectsApi(api_client)
@@ -114,6 +114,43 @@ class KubeReader:
             return None
         return dict(secret.data or {})
 
+    async def claim_binding(
+        self,
+        namespace: str,
+        name: str,
+        resource_version: str,
+        finalizers: list[str],
+        annotations: dict[str, str],
+    ) -> None:
+        """Finalizer and intent in one write; the resourceVersion makes it fail on a race."""
+        body = {
+            "metadata": {
+                "resourceVersion": resource_version,
+                "finalizers": finalizers,
+                "annotations": annotations,
+            }
+        }
+        await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            BINDINGS,
+            name,
+            body,
+        )
+
+    async def patch_binding_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            self._custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            BINDINGS,
+            name,
+            {"status": status},
+        )
+
     @staticmethod
     async def _get(read: Callable[[], Any]) -> Any:
         try:
@@ -127,7 +164,7 @@ class KubeReader:
 class ConnectionRegistry:
     """One Milvus client per MilvusConnection, kept while its spec and Secret stay the same."""
 
-    def __init__(self, kube: KubeReader, default_timeout: float) -> None:
+    def __init__(self, kube: KubeAPI, default_timeout: float) -> None:
         self._kube = kube
         self._default_timeout = default_timeout
         self._clients: dict[tuple[str, str], tuple[str, MilvusRBAC]] = {}
@@ -179,10 +216,23 @@ class ConnectionRegistry:
             )
         return ca
 
-    async def client_for(self, namespace: str, name: str) -> MilvusRBAC:
-        resolved = await self.resolve(namespace, name)
-        fingerprint = resolved.fingerprint()
+    async def client_for(self, namespace: str, name: str, allow_cached: bool = False) -> MilvusRBAC:
+        """A client with the connection's current spec and credentials.
+
+        With `allow_cached`, a client built before is used when the Secret is gone: a namespace
+        being deleted removes Secret, connection and bindings together, and the removals that
+        deletion needs must still happen (the operator never writes Secrets, so it cannot hold
+        them with a finalizer).
+        """
         key = (namespace, name)
+        try:
+            resolved = await self.resolve(namespace, name)
+        except UnusableConnectionError as problem:
+            cached = self._clients.get(key)
+            if allow_cached and cached is not None:
+                return cached[1]
+            raise problem
+        fingerprint = resolved.fingerprint()
         async with self._lock:
             cached = self._clients.get(key)
             if cached is not None and cached[0] == fingerprint:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
-from milvus_rbac_operator import reconcile, status
-from milvus_rbac_operator.connections import ConnectionRegistry
-from milvus_rbac_operator.model import ResStatus, RolePair
+from milvus_rbac_operator import inventory, reconcile, status
+from milvus_rbac_operator.connections import GROUP, VERSION, ConnectionRegistry, KubeAPI
+from milvus_rbac_operator.inventory import BindingRecord
+from milvus_rbac_operator.model import RolePair
 from milvus_rbac_operator.reconcile import Progress, UnusableConnectionError
 from milvus_rbac_operator.settings import Settings
 
@@ -21,18 +23,52 @@ class Runtime:
 
     settings: Settings
     connections: ConnectionRegistry
+    kube: KubeAPI
     kubeconfig: str | None = None
 
 
-def _record(body: kopf.Body, answers: list[ResStatus], logger: logging.Logger) -> None:
-    for answer in answers:
+@dataclass(frozen=True)
+class Inventory:
+    """kopf's indexes over the live objects (see handlers.py)."""
+
+    bindings_by_pair: Mapping[tuple[str, str], Iterable[BindingRecord]]
+    connection_endpoints: Mapping[tuple[str, str], Iterable[str]]
+
+    def holders(
+        self, pairs: Iterable[RolePair], namespace: str, me: str
+    ) -> dict[RolePair, tuple[str, ...]]:
+        endpoints = {
+            key: next(iter(values), "") for key, values in self.connection_endpoints.items()
+        }
+        return {
+            pair: inventory.holders(
+                pair,
+                namespace,
+                me,
+                self.bindings_by_pair.get((pair.username, pair.role_name), ()),
+                endpoints,
+            )
+            for pair in pairs
+        }
+
+
+def _record(body: Any, progress: Progress, logger: logging.Logger) -> None:
+    """One Event per Milvus call, and one per removal skipped for another binding."""
+    for answer in progress.answers:
         event = status.event_for(answer)
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         logger.info("%s", event.message)
+    for call in progress.kept:
+        message = (
+            f"RemoveUserFromRole({call.pair.username}, {call.pair.role_name}) skipped: "
+            f"still wanted by {', '.join(call.kept_for)}"
+        )
+        kopf.event(body, type="Normal", reason="RemovalSkipped", message=message)
+        logger.info("%s", message)
 
 
 def _retry_or_done(runtime: Runtime, progress: Progress, retry: int) -> None:
-    if progress.done or progress.readiness is None:
+    if progress.readiness is None:
         return
     settings = runtime.settings
     delay = reconcile.retry_delay(
@@ -45,11 +81,39 @@ def _retry_or_done(runtime: Runtime, progress: Progress, retry: int) -> None:
     raise kopf.TemporaryError(f"{progress.readiness.reason}: {progress.readiness.message}", delay)
 
 
-def _client_for(runtime: Runtime, namespace: str) -> Any:
+def _client_for(
+    runtime: Runtime, namespace: str, deleting: bool
+) -> Callable[[str], Awaitable[Any]]:
     async def client_for(connection: str) -> Any:
-        return await runtime.connections.client_for(namespace, connection)
+        return await runtime.connections.client_for(namespace, connection, allow_cached=deleting)
 
     return client_for
+
+
+def _intent_recorder(runtime: Runtime, body: kopf.Body) -> Callable[[RolePair], Awaitable[None]]:
+    """Before each add: the finalizer and the intent, in one write (skipped when both are there)."""
+
+    async def record_intent(pair: RolePair) -> None:
+        meta = body.meta
+        finalizers = list(meta.get("finalizers") or [])
+        has_finalizer = runtime.settings.finalizer in finalizers
+        if has_finalizer and inventory.intent_from(meta.annotations) == pair:
+            return
+        if not has_finalizer:
+            finalizers.append(runtime.settings.finalizer)
+        await runtime.kube.claim_binding(
+            meta.namespace or "",
+            meta.name or "",
+            str(meta.get("resourceVersion")),
+            finalizers,
+            {inventory.INTENT_ANNOTATION: inventory.intent_annotation(pair)},
+        )
+
+    return record_intent
+
+
+def _timeout(spec: Mapping[str, Any]) -> float | None:
+    return float(spec["timeoutSeconds"]) if spec.get("timeoutSeconds") else None
 
 
 async def reconcile_binding(
@@ -58,10 +122,11 @@ async def reconcile_binding(
     patch: kopf.Patch,
     retry: int,
     logger: logging.Logger,
+    live: Inventory,
 ) -> None:
     """Bring Milvus to the binding's spec; status says how it went; not-yet-done raises to retry."""
-    spec, current = body.spec, body.status
-    generation = int(body.meta.get("generation") or 0)
+    spec, current, meta = body.spec, body.status, body.meta
+    namespace, generation = meta.namespace or "", int(meta.get("generation") or 0)
     desired = RolePair.from_spec(spec)
     applied = RolePair.from_status(current.get("applied"))
     refused = reconcile.refusal(desired, runtime.settings.protected_users)
@@ -70,12 +135,19 @@ async def reconcile_binding(
         patch.status.update(status.binding_status(current, generation, refused, applied, None))
         kopf.event(body, type="Warning", reason=str(refused.reason), message=refused.message)
         return
-    calls = reconcile.plan_reconcile(desired, applied, runtime.settings.protected_users)
-    timeout = float(spec["timeoutSeconds"]) if spec.get("timeoutSeconds") else None
-    progress = await reconcile.execute(
-        calls, applied, _client_for(runtime, body.meta.namespace or ""), timeout
+    claimed = inventory.claimed_pairs(applied, inventory.intent_from(meta.annotations))
+    holders = live.holders(
+        [p for p in claimed if p != desired], namespace, f"{namespace}/{meta.name}"
     )
-    _record(body, progress.answers, logger)
+    calls = reconcile.plan_reconcile(desired, claimed, runtime.settings.protected_users, holders)
+    progress = await reconcile.execute(
+        calls,
+        applied,
+        _client_for(runtime, namespace, deleting=False),
+        _timeout(spec),
+        before_add=_intent_recorder(runtime, body),
+    )
+    _record(body, progress, logger)
     last = progress.answers[-1] if progress.answers else None
     readiness = progress.readiness
     if readiness is None and last is not None:
@@ -83,9 +155,8 @@ async def reconcile_binding(
     if readiness is None:  # pragma: no cover - a plan always ends with the add
         return
     # With no call made (connection unusable), the previous resStatus stays as it was.
-    patch.status.update(
-        status.binding_status(current, generation, readiness, progress.applied, last)
-    )
+    changes = status.binding_status(current, generation, readiness, progress.applied, last)
+    patch.status.update(changes)
     _retry_or_done(runtime, progress, retry)
 
 
@@ -95,41 +166,38 @@ async def finalize_binding(
     patch: kopf.Patch,
     retry: int,
     logger: logging.Logger,
+    live: Inventory,
 ) -> None:
-    """Remove the applied pair (unless Orphan) before kopf releases the finalizer."""
-    spec, current = body.spec, body.status
+    """Remove what the binding claimed (unless Orphan) before kopf releases the finalizer."""
+    spec, current, meta = body.spec, body.status, body.meta
+    namespace = meta.namespace or ""
     applied = RolePair.from_status(current.get("applied"))
+    claimed = inventory.claimed_pairs(applied, inventory.intent_from(meta.annotations))
     policy = str(spec.get("deletionPolicy") or "Delete")
-    calls = reconcile.plan_release(applied, policy, runtime.settings.protected_users)
-    if not calls:
-        if applied is not None:
-            logger.info("leaving %s in Milvus (deletionPolicy %s)", applied, policy)
-        return
-    timeout = float(spec["timeoutSeconds"]) if spec.get("timeoutSeconds") else None
+    holders = live.holders(claimed, namespace, f"{namespace}/{meta.name}")
+    calls = reconcile.plan_release(claimed, policy, runtime.settings.protected_users, holders)
+    if not calls and claimed:
+        logger.info("leaving %s in Milvus (deletionPolicy %s)", claimed[0], policy)
     progress = await reconcile.execute(
-        calls, applied, _client_for(runtime, body.meta.namespace or ""), timeout
+        calls, applied, _client_for(runtime, namespace, deleting=True), _timeout(spec)
     )
-    _record(body, progress.answers, logger)
-    if progress.done:
+    _record(body, progress, logger)
+    if progress.readiness is None:
         return
     # Only what explains the held finalizer is written while the object is being deleted.
-    assert progress.readiness is not None
     held = status.refused(
         progress.readiness.reason,
         f"{progress.readiness.message}; deletion waits for the removal "
         "(set spec.deletionPolicy: Orphan to let go without it)",
     )
-    generation = int(body.meta.get("generation") or 0)
+    generation = int(meta.get("generation") or 0)
     last = progress.answers[-1] if progress.answers else None
-    patch.status.update(status.binding_status(current, generation, held, applied, last))
+    patch.status.update(status.binding_status(current, generation, held, progress.applied, last))
     _retry_or_done(runtime, progress, retry)
 
 
 async def check_connection(
-    runtime: Runtime,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    logger: logging.Logger,
+    runtime: Runtime, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger
 ) -> None:
     """Ready when Milvus is reachable and accepts the credentials; writes status only on change."""
     namespace, name = body.meta.namespace or "", body.meta.name or ""
@@ -150,5 +218,66 @@ async def check_connection(
         logger.info("%s: %s", readiness.reason, readiness.message)
 
 
-async def forget_connection(runtime: Runtime, body: kopf.Body) -> None:
-    await runtime.connections.forget(body.meta.namespace or "", body.meta.name or "")
+def _binding_ref(record: BindingRecord) -> kopf.Body:
+    """Enough of a binding to post an Event about it from another object's handler."""
+    raw = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MilvusRoleBinding",
+        "metadata": {"namespace": record.namespace, "name": record.name, "uid": record.uid},
+    }
+    return kopf.Body(cast(kopf.RawBody, raw))
+
+
+async def correct_drift(
+    runtime: Runtime, body: kopf.Body, records: Iterable[BindingRecord], logger: logging.Logger
+) -> None:
+    """One SelectUser listing per connection; re-add the confirmed grants it lacks."""
+    records = [r for r in records if r.ready and r.applied is not None]
+    if not records:
+        return
+    namespace, name = body.meta.namespace or "", body.meta.name or ""
+    try:
+        client = await runtime.connections.client_for(namespace, name)
+    except UnusableConnectionError:
+        return  # the connection's own status says why
+    listing, granted = await client.list_grants()
+    if not listing.succeeded:
+        logger.info("drift check skipped: %s", status.answer_summary(listing))
+        return
+    for record in inventory.drifted(records, granted):
+        assert record.applied is not None
+        answer = await client.add_user_to_role(record.applied.username, record.applied.role_name)
+        readiness = status.drift_readiness(answer, record.applied)
+        changes = status.binding_status(
+            {"conditions": list(record.conditions)},
+            record.generation,
+            readiness,
+            record.applied if answer.succeeded else None,
+            answer,
+        )
+        await runtime.kube.patch_binding_status(record.namespace, record.name, changes)
+        event = status.drift_event(answer)
+        kopf.event(
+            _binding_ref(record),
+            type=event.type,
+            reason=event.reason,
+            message=event.message,
+        )
+        logger.info("%s: %s", record.ref, event.message)
+
+
+async def release_connection(
+    runtime: Runtime, body: kopf.Body, users: Iterable[BindingRecord], retry: int
+) -> None:
+    """A connection goes only when no binding needs it any more to add or remove its grant."""
+    namespace, name = body.meta.namespace or "", body.meta.name or ""
+    waiting = sorted({r.ref for r in users})
+    if waiting:
+        shown = ", ".join(waiting[:5]) + (
+            f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+        )
+        raise kopf.TemporaryError(
+            f"still used by {len(waiting)} MilvusRoleBinding(s): {shown}",
+            delay=min(runtime.settings.retry_max_seconds, 5 * (retry + 1)),
+        )
+    await runtime.connections.forget(namespace, name)

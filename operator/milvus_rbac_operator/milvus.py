@@ -235,6 +235,23 @@ class MilvusRBAC:
         answer = await self._call(Operation.GET_VERSION, "", "", timeout, fetch)
         return answer, (version[0] if version else "")
 
+    async def list_grants(
+        self, timeout: float | None = None
+    ) -> tuple[ResStatus, dict[str, frozenset[str]]]:
+        """Every user with its roles, in one SelectUser call (the drift check's only RPC)."""
+        grants: dict[str, frozenset[str]] = {}
+
+        async def fetch(t: float) -> None:
+            # AsyncMilvusClient.describe_user asks for one user; its handler asks for all
+            # when given none, which is the single listing call the drift check is built on.
+            handler = await self._client._get_connection()
+            response = await handler.describe_user(None, True, timeout=t)
+            for result in response.results:
+                grants[str(result.user.name)] = frozenset(str(r.name) for r in result.roles)
+
+        answer = await self._call(Operation.SELECT_USER, "", "", timeout, fetch)
+        return answer, grants
+
     async def _call(
         self,
         operation: Operation,

@@ -49,6 +49,7 @@ class Operation(enum.StrEnum):
     ADD_USER_TO_ROLE = "AddUserToRole"
     REMOVE_USER_FROM_ROLE = "RemoveUserFromRole"
     GET_VERSION = "GetVersion"
+    SELECT_USER = "SelectUser"
 
 
 class Outcome(enum.Enum):

@@ -6,7 +6,7 @@ the spec; the applied pair is status.applied, the memory of what this object est
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -21,6 +21,8 @@ DELETION_POLICY_ORPHAN = "Orphan"
 class Call:
     operation: Operation
     pair: RolePair
+    # Other live bindings that want this pair too: a removal is then skipped, not made.
+    kept_for: tuple[str, ...] = ()
 
 
 def refusal(desired: RolePair, protected_users: frozenset[str]) -> Readiness | None:
@@ -34,29 +36,40 @@ def refusal(desired: RolePair, protected_users: frozenset[str]) -> Readiness | N
 
 
 def plan_reconcile(
-    desired: RolePair, applied: RolePair | None, protected_users: frozenset[str]
+    desired: RolePair,
+    claimed: list[RolePair],
+    protected_users: frozenset[str],
+    holders: Mapping[RolePair, tuple[str, ...]],
 ) -> list[Call]:
-    """Remove the applied pair first when the spec moved away from it, then add the desired one.
+    """Remove every claimed pair the spec moved away from, then add the desired one.
 
-    The add is made even when applied == desired: AddUserToRole is idempotent, and this is how a
-    resume or a retry confirms the grant is really there.
+    `claimed` is status.applied plus the last intent (see inventory.py). The add is made even
+    when it is already applied: AddUserToRole is idempotent, and this is how a resume or a retry
+    confirms the grant is really there.
     """
-    calls = []
-    if applied is not None and applied != desired and applied.username not in protected_users:
-        calls.append(Call(Operation.REMOVE_USER_FROM_ROLE, applied))
+    calls = [
+        Call(Operation.REMOVE_USER_FROM_ROLE, pair, holders.get(pair, ()))
+        for pair in claimed
+        if pair != desired and pair.username not in protected_users
+    ]
     calls.append(Call(Operation.ADD_USER_TO_ROLE, desired))
     return calls
 
 
 def plan_release(
-    applied: RolePair | None, deletion_policy: str, protected_users: frozenset[str]
+    claimed: list[RolePair],
+    deletion_policy: str,
+    protected_users: frozenset[str],
+    holders: Mapping[RolePair, tuple[str, ...]],
 ) -> list[Call]:
     """What deleting the binding must remove before its finalizer goes."""
-    if applied is None or deletion_policy == DELETION_POLICY_ORPHAN:
+    if deletion_policy == DELETION_POLICY_ORPHAN:
         return []
-    if applied.username in protected_users:
-        return []
-    return [Call(Operation.REMOVE_USER_FROM_ROLE, applied)]
+    return [
+        Call(Operation.REMOVE_USER_FROM_ROLE, pair, holders.get(pair, ()))
+        for pair in claimed
+        if pair.username not in protected_users
+    ]
 
 
 def pair_is_gone(answer: ResStatus) -> bool:
@@ -97,6 +110,7 @@ class Progress:
 
     applied: RolePair | None
     answers: list[ResStatus] = field(default_factory=list)
+    kept: list[Call] = field(default_factory=list)  # removals skipped for other bindings
     readiness: Readiness | None = None  # set when a call failed or a connection was unusable
     outcome: Outcome | None = None
 
@@ -110,15 +124,22 @@ async def execute(
     applied: RolePair | None,
     client_for: Callable[[str], Awaitable[RBACClient]],
     timeout: float | None,
+    before_add: Callable[[RolePair], Awaitable[None]] | None = None,
 ) -> Progress:
     """Make the calls in order; stop at the first one that did not take effect.
 
     `applied` moves only on a yes from Milvus: forgotten after a removal (or when the pair is
-    already gone), set after an add.
+    already gone, or kept for another binding), set after an add. `before_add` runs once the
+    connection is known to be usable, right before the add (it records the intent).
     """
     progress = Progress(applied=applied)
     for call in calls:
         removing = call.operation is Operation.REMOVE_USER_FROM_ROLE
+        if removing and call.kept_for:
+            progress.kept.append(call)
+            if progress.applied == call.pair:
+                progress.applied = None
+            continue
         try:
             client = await client_for(call.pair.connection)
         except UnusableConnectionError as problem:
@@ -129,10 +150,13 @@ async def execute(
                 call.pair.username, call.pair.role_name, timeout
             )
         else:
+            if before_add is not None:
+                await before_add(call.pair)
             answer = await client.add_user_to_role(call.pair.username, call.pair.role_name, timeout)
         progress.answers.append(answer)
         if removing and pair_is_gone(answer):
-            progress.applied = None
+            if progress.applied == call.pair:
+                progress.applied = None
         elif answer.succeeded:
             progress.applied = call.pair
         else:

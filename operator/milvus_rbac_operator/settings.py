@@ -24,6 +24,8 @@ class Settings:
     not_found_retry_seconds: float = 30.0
     # How often each MilvusConnection's reachability and credentials are checked.
     connection_check_seconds: float = 60.0
+    # How often each connection's grants are listed (one SelectUser call) to re-add missing ones.
+    drift_interval_seconds: float = 180.0
     # Users whose roles are never added or removed (root always).
     protected_users: frozenset[str] = field(default=BUILT_IN_PROTECTED_USERS)
     log_level: str = "INFO"

@@ -26,6 +26,7 @@ _MAX_MESSAGE = 4096
 
 class Reason(enum.StrEnum):
     GRANTED = "Granted"
+    DRIFT_CORRECTED = "DriftCorrected"
     CONNECTED = "Connected"
     USER_NOT_FOUND = "UserNotFound"
     ROLE_NOT_FOUND = "RoleNotFound"
@@ -183,3 +184,20 @@ def event_for(answer: ResStatus) -> Event:
         done = "Granted" if answer.operation is Operation.ADD_USER_TO_ROLE else "Revoked"
         return Event("Normal", done, answer_summary(answer))
     return Event("Warning", str(_OUTCOME_REASONS[answer.outcome]), answer_summary(answer))
+
+
+def drift_readiness(answer: ResStatus, pair: RolePair) -> Readiness:
+    """After re-adding a grant someone removed behind the operator's back."""
+    if answer.succeeded:
+        return Readiness(
+            True,
+            Reason.DRIFT_CORRECTED,
+            f"{pair} was missing in Milvus and was added again ({answer_summary(answer)})",
+        )
+    return readiness_from_answer(answer, pair)
+
+
+def drift_event(answer: ResStatus) -> Event:
+    event = event_for(answer)
+    reason = str(Reason.DRIFT_CORRECTED) if answer.succeeded else event.reason
+    return Event(event.type, reason, f"drift: {event.message}")

@@ -56,7 +56,8 @@ ALICE_READER_ELSEWHERE = RolePair("other", "alice", "reader")
     ],
 )
 def test_plan_reconcile(desired: RolePair, applied: RolePair | None, expected: list[Call]) -> None:
-    assert reconcile.plan_reconcile(desired, applied, PROTECTED) == expected
+    claimed = [applied] if applied else []
+    assert reconcile.plan_reconcile(desired, claimed, PROTECTED, {}) == expected
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,8 @@ def test_plan_reconcile(desired: RolePair, applied: RolePair | None, expected: l
     ],
 )
 def test_plan_release(applied: RolePair | None, policy: str, expected: list[Call]) -> None:
-    assert reconcile.plan_release(applied, policy, PROTECTED) == expected
+    claimed = [applied] if applied else []
+    assert reconcile.plan_release(claimed, policy, PROTECTED, {}) == expected
 
 
 def test_binding_for_root_is_refused() -> None:
@@ -159,7 +161,7 @@ def run_plan(
 
 
 def test_changing_role_removes_old_grant_first() -> None:
-    calls = reconcile.plan_reconcile(ALICE_WRITER, ALICE_READER, PROTECTED)
+    calls = reconcile.plan_reconcile(ALICE_WRITER, [ALICE_READER], PROTECTED, {})
     progress, log = run_plan(calls, ALICE_READER, [Outcome.SUCCESS, Outcome.SUCCESS])
     assert [call for _, call in log] == [Call(REMOVE, ALICE_READER), Call(ADD, ALICE_WRITER)]
     assert progress.done
@@ -176,7 +178,7 @@ def test_applied_is_recorded_only_after_milvus_said_yes() -> None:
 
 
 def test_failed_removal_keeps_the_applied_pair_and_skips_the_add() -> None:
-    calls = reconcile.plan_reconcile(ALICE_WRITER, ALICE_READER, PROTECTED)
+    calls = reconcile.plan_reconcile(ALICE_WRITER, [ALICE_READER], PROTECTED, {})
     progress, log = run_plan(calls, ALICE_READER, [Outcome.UNAVAILABLE])
     assert [call for _, call in log] == [Call(REMOVE, ALICE_READER)]
     assert progress.applied == ALICE_READER  # still to be removed on the next try
@@ -187,7 +189,7 @@ def test_failed_removal_keeps_the_applied_pair_and_skips_the_add() -> None:
 
 @pytest.mark.parametrize("gone", [Outcome.USER_NOT_FOUND, Outcome.ROLE_NOT_FOUND])
 def test_removal_of_a_pair_whose_user_or_role_is_gone_counts_as_removed(gone: Outcome) -> None:
-    calls = reconcile.plan_reconcile(ALICE_WRITER, ALICE_READER, PROTECTED)
+    calls = reconcile.plan_reconcile(ALICE_WRITER, [ALICE_READER], PROTECTED, {})
     progress, _ = run_plan(calls, ALICE_READER, [gone, Outcome.SUCCESS])
     assert progress.done
     assert progress.applied == ALICE_WRITER
@@ -210,6 +212,56 @@ def test_unusable_connection_stops_before_any_call() -> None:
 
 
 def test_removal_goes_through_the_old_connection() -> None:
-    calls = reconcile.plan_reconcile(ALICE_READER_ELSEWHERE, ALICE_READER, PROTECTED)
+    calls = reconcile.plan_reconcile(ALICE_READER_ELSEWHERE, [ALICE_READER], PROTECTED, {})
     _, log = run_plan(calls, ALICE_READER, [Outcome.SUCCESS, Outcome.SUCCESS])
     assert [connection for connection, _ in log] == ["milvus", "other"]
+
+
+def test_unconfirmed_intent_is_removed_too_when_the_spec_moved_on() -> None:
+    """A crash after Milvus said yes but before status was written leaves only the intent."""
+    calls = reconcile.plan_reconcile(ALICE_WRITER, [ALICE_READER, BOB_READER], PROTECTED, {})
+    assert calls == [Call(REMOVE, ALICE_READER), Call(REMOVE, BOB_READER), Call(ADD, ALICE_WRITER)]
+
+
+def test_release_removes_applied_and_intent() -> None:
+    calls = reconcile.plan_release([ALICE_READER, ALICE_WRITER], "Delete", PROTECTED, {})
+    assert calls == [Call(REMOVE, ALICE_READER), Call(REMOVE, ALICE_WRITER)]
+
+
+def test_removal_still_wanted_elsewhere_is_skipped_and_forgotten() -> None:
+    holders = {ALICE_READER: ("team-b/alice-reader",)}
+    calls = reconcile.plan_reconcile(ALICE_WRITER, [ALICE_READER], PROTECTED, holders)
+    assert calls[0] == Call(REMOVE, ALICE_READER, ("team-b/alice-reader",))
+    progress, log = run_plan(calls, ALICE_READER, [Outcome.SUCCESS])
+    assert [call for _, call in log] == [Call(ADD, ALICE_WRITER)]  # no RemoveUserFromRole made
+    assert progress.kept == [calls[0]]
+    assert progress.applied == ALICE_WRITER
+
+
+def test_intent_is_recorded_right_before_the_add_and_only_then() -> None:
+    recorded: list[RolePair] = []
+    log: list[tuple[str, Call]] = []
+
+    async def client_for(connection: str) -> ScriptedMilvus:
+        return ScriptedMilvus(connection, [Outcome.SUCCESS, Outcome.SUCCESS], log)
+
+    async def before_add(pair: RolePair) -> None:
+        recorded.append(pair)
+        assert [call.operation for _, call in log] == [REMOVE]  # after the removal, before add
+
+    calls = reconcile.plan_reconcile(ALICE_WRITER, [ALICE_READER], PROTECTED, {})
+    asyncio.run(reconcile.execute(calls, ALICE_READER, client_for, None, before_add))
+    assert recorded == [ALICE_WRITER]
+
+
+def test_no_intent_is_recorded_when_the_connection_is_unusable() -> None:
+    recorded: list[RolePair] = []
+
+    async def client_for(connection: str) -> ScriptedMilvus:
+        raise UnusableConnectionError(Readiness(False, Reason.SECRET_NOT_FOUND, "gone"))
+
+    async def before_add(pair: RolePair) -> None:
+        recorded.append(pair)
+
+    asyncio.run(reconcile.execute([Call(ADD, ALICE_READER)], None, client_for, None, before_add))
+    assert recorded == []

@@ -12,7 +12,7 @@ def main(argv: list[str]) -> int:
     if argv != ["prepare"]:
         print("usage: python -m milvus_rbac_operator.devenv prepare", file=sys.stderr)
         return 2
-    print(f"kube-apiserver and etcd: {ensure_binaries()}", flush=True)
+    print(f"control plane binaries: {ensure_binaries()}", flush=True)
     print(f"Milvus server: {unpack_binaries()}", flush=True)
     return 0
 

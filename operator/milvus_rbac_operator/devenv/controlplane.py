@@ -1,5 +1,8 @@
 """A real kube-apiserver and etcd as local processes (as envtest does), RBAC on, 127.0.0.1 only.
 
+kube-controller-manager runs beside them with just its namespace controller, so that deleting a
+namespace behaves as on a real cluster.
+
 The binaries come from the pinned Go module in hack/controlplane, built once from the Go module
 proxy and cached outside the checkout, keyed by the pin, so every clone reuses them.
 """
@@ -31,6 +34,8 @@ _COLD_BUILD_MINUTES = 8
 Say = Callable[[str], None]
 _BINARIES = {
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+    # Only its namespace controller runs: namespace deletion empties and removes namespaces.
+    "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
     "etcd": "go.etcd.io/etcd/server/v3",
 }
 
@@ -78,7 +83,7 @@ def _build(module: Path, target: Path, say: Say) -> None:
         raise RuntimeError("Go is needed once to build kube-apiserver and etcd; install Go >= 1.26")
     version = kubernetes_version((module / "go.mod").read_text())
     say(
-        f"Building kube-apiserver and etcd for Kubernetes {version} from the Go module proxy "
+        f"Building {', '.join(_BINARIES)} for Kubernetes {version} from the Go module proxy "
         f"(one time; about {_COLD_BUILD_MINUTES} minutes on 2 cores; cached in {target})"
     )
     staging = target.with_name(target.name + ".partial")
@@ -161,6 +166,7 @@ class ControlPlane:
         self.kubeconfig = self.write_kubeconfig(self.admin, workdir / "kubeconfig")
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
+        self._controller_manager: subprocess.Popen[bytes] | None = None
 
     @property
     def server(self) -> str:
@@ -199,6 +205,7 @@ class ControlPlane:
     def start(self) -> None:
         self._start_etcd()
         self._start_apiserver()
+        self._start_controller_manager()
 
     def _start_etcd(self) -> None:
         client = f"http://127.0.0.1:{self._etcd_port}"
@@ -255,6 +262,19 @@ class ControlPlane:
             log,
         )
 
+    def _start_controller_manager(self) -> None:
+        """Only the namespace controller: deleting a namespace empties and removes it."""
+        argv = [
+            str(self.bin / "kube-controller-manager"),
+            f"--kubeconfig={self.kubeconfig}",
+            "--controllers=namespace-controller",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--concurrent-namespace-syncs=5",
+            "--v=1",
+        ]
+        self._controller_manager = processes.spawn(argv, self.logs / "kube-controller-manager.log")
+
     def _ready(self) -> bool:
         context = ssl.create_default_context(cafile=str(self.ca.cert))
         context.load_cert_chain(str(self.admin.credentials.cert), str(self.admin.credentials.key))
@@ -265,9 +285,10 @@ class ControlPlane:
         self._start_apiserver()
 
     def stop(self) -> None:
+        processes.stop(self._controller_manager)
         processes.stop(self._apiserver)
         processes.stop(self._etcd)
-        self._apiserver = self._etcd = None
+        self._apiserver = self._etcd = self._controller_manager = None
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

@@ -1,0 +1,116 @@
+"""Who claims which pair on which Milvus, and what drifted: derived from the live objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from milvus_rbac_operator import inventory
+from milvus_rbac_operator.inventory import BindingRecord
+from milvus_rbac_operator.model import RolePair
+
+PAIR = RolePair("milvus", "alice", "reader")
+
+
+def record(
+    namespace: str,
+    name: str,
+    desired: RolePair | None,
+    *,
+    applied: RolePair | None = None,
+    deleting: bool = False,
+    ready: bool = True,
+) -> BindingRecord:
+    return BindingRecord(namespace, name, f"uid-{name}", 1, desired, applied, deleting, ready)
+
+
+ENDPOINTS = {
+    ("team-a", "milvus"): "http://milvus.db:19530/",
+    ("team-b", "prod"): "http://milvus.db:19530/",
+    ("team-c", "milvus"): "http://other.db:19530/",
+}
+
+
+@pytest.mark.parametrize(
+    ("other", "expected"),
+    [
+        pytest.param(record("team-a", "twin", PAIR), ("team-a/twin",), id="same namespace"),
+        pytest.param(
+            record("team-b", "twin", RolePair("prod", "alice", "reader")),
+            ("team-b/twin",),
+            id="other namespace, same Milvus",
+        ),
+        pytest.param(record("team-c", "twin", PAIR), (), id="other Milvus"),
+        pytest.param(record("team-a", "twin", PAIR, deleting=True), (), id="being deleted"),
+        pytest.param(
+            record("team-a", "twin", RolePair("milvus", "alice", "writer")), (), id="other role"
+        ),
+        pytest.param(record("team-a", "twin", None), (), id="unreadable spec"),
+        pytest.param(record("team-a", "me", PAIR), (), id="itself"),
+    ],
+)
+def test_holders(other: BindingRecord, expected: tuple[str, ...]) -> None:
+    assert inventory.holders(PAIR, "team-a", "team-a/me", [other], ENDPOINTS) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "key"),
+    [
+        ({"uri": "http://Milvus.DB:19530"}, "http://milvus.db:19530/"),
+        ({"uri": "http://milvus.db"}, "http://milvus.db:19530/"),
+        ({"uri": "tcp://milvus.db:19530/"}, "http://milvus.db:19530/"),
+        ({"uri": "https://milvus.db"}, "https://milvus.db:443/"),
+        ({"uri": "http://localhost:1234", "database": "d"}, "http://127.0.0.1:1234/d"),
+    ],
+)
+def test_endpoint_key_normalises_the_uri(spec: dict[str, Any], key: str) -> None:
+    assert inventory.endpoint_key(spec) == key
+
+
+def test_drifted_lists_ready_bindings_whose_grant_is_missing() -> None:
+    writer = RolePair("milvus", "bob", "writer")
+    records = [
+        record("ns", "present", PAIR, applied=PAIR),
+        record("ns", "missing", writer, applied=writer),
+        record("ns", "not-ready", writer, applied=writer, ready=False),
+        record("ns", "moving", PAIR, applied=writer),
+        record("ns", "deleting", writer, applied=writer, deleting=True),
+    ]
+    granted = {"alice": frozenset({"reader"}), "bob": frozenset()}
+    assert [r.name for r in inventory.drifted(records, granted)] == ["missing"]
+
+
+def test_intent_round_trips_through_the_annotation() -> None:
+    annotations = {inventory.INTENT_ANNOTATION: inventory.intent_annotation(PAIR)}
+    assert inventory.intent_from(annotations) == PAIR
+    assert inventory.intent_from({inventory.INTENT_ANNOTATION: "{not json"}) is None
+    assert inventory.intent_from(None) is None
+
+
+def test_claimed_pairs_deduplicates_in_order() -> None:
+    other = RolePair("milvus", "bob", "reader")
+    assert inventory.claimed_pairs(PAIR, PAIR) == [PAIR]
+    assert inventory.claimed_pairs(PAIR, other) == [PAIR, other]
+    assert inventory.claimed_pairs(None, None) == []
+
+
+def test_record_from_a_binding_body() -> None:
+    status = {
+        "applied": PAIR.to_status(),
+        "conditions": [{"type": "Ready", "status": "True", "reason": "Granted"}],
+    }
+    spec = {"connectionRef": {"name": "milvus"}, "username": "alice", "roleName": "reader"}
+    rec = inventory.binding_record("ns", "b", {"uid": "u", "generation": 3}, spec, status)
+    assert (rec.desired, rec.applied, rec.ready, rec.deleting, rec.generation) == (
+        PAIR,
+        PAIR,
+        True,
+        False,
+        3,
+    )
+    assert inventory.pair_keys(rec) == {("alice", "reader")}
+    assert inventory.connections_used(rec, RolePair("old", "alice", "reader")) == {
+        ("ns", "milvus"),
+        ("ns", "old"),
+    }
