@@ -241,6 +241,9 @@ async def correct_drift(
     except UnusableConnectionError:
         return  # the connection's own status says why
     listing, granted = await client.list_grants()
+    logger.info(
+        "drift check: SelectUser listed %d users for %d bindings", len(granted), len(records)
+    )
     if not listing.succeeded:
         logger.info("drift check skipped: %s", status.answer_summary(listing))
         return

@@ -29,6 +29,7 @@ OPERATOR_ENV = {
     "MRBO_RETRY_MAX_SECONDS": "2",
     "MRBO_NOT_FOUND_RETRY_SECONDS": "2",
     "MRBO_CONNECTION_CHECK_SECONDS": "2",
+    "MRBO_DRIFT_INTERVAL_SECONDS": "3",
 }
 
 
@@ -130,14 +131,16 @@ class OperatorProcess:
             return
         argv = [
             sys.executable,
+            "-X",
+            "faulthandler",  # SIGABRT dumps every thread's stack into the log
             "-m",
             "milvus_rbac_operator",
             "run",
             f"--kubeconfig={self.kubeconfig}",
             *self.extra_args,
         ]
-        self.proc = processes.spawn(argv, self.log_path, env={**os.environ, **self.env})
         mark = self.log_text().count("Initial authentication has finished")
+        self.proc = processes.spawn(argv, self.log_path, env={**os.environ, **self.env})
         eventually(
             lambda: (
                 self.log_text().count("Initial authentication has finished") > mark

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +30,9 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start a child in its own process group, its output appended to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # The death signal follows the spawning *thread*: only the main thread lives as long as we
+    # do, so children started from other threads must be stopped explicitly instead.
+    tie = _die_with_parent if threading.current_thread() is threading.main_thread() else None
     with log_path.open("ab") as log:
         return subprocess.Popen(
             list(argv),
@@ -38,7 +42,7 @@ def spawn(
             env=env,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=tie,
         )
 
 

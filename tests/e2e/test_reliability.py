@@ -1,0 +1,444 @@
+"""Milvus converges to what the live bindings say: drift, shared grants, outages, crashes."""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import kubernetes
+import pytest
+from pymilvus import MilvusClient
+
+from milvus_rbac_operator.devenv import LocalEnvironment
+from milvus_rbac_operator.devenv.milvus_server import EmbeddedMilvus
+from tests.conftest import roles_of
+from tests.e2e.conftest import (
+    GROUP,
+    VERSION,
+    Cluster,
+    OperatorProcess,
+    binding,
+    connection,
+    eventually,
+    ready,
+    secret,
+)
+from tests.e2e.test_bindings import wait_ready
+
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("running_operator")]
+Pairs = set[tuple[str, str]]
+
+
+def granted(admin: MilvusClient, users: list[str]) -> Pairs:
+    return {(user, role) for user in users for role in roles_of(admin, user)}
+
+
+def wanted(cluster: Cluster, namespace: str) -> Pairs:
+    items = cluster.custom.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "milvusrolebindings"
+    )["items"]
+    return {
+        (b["spec"]["username"], b["spec"]["roleName"])
+        for b in items
+        if not b["metadata"].get("deletionTimestamp")
+    }
+
+
+class Unsettled(list[str]):
+    """Bindings not Ready for their generation, or still deleting; truthy when there are none."""
+
+    def __bool__(self) -> bool:
+        return len(self) == 0
+
+
+def settled(cluster: Cluster, namespace: str) -> Unsettled:
+    """Every binding Ready for its current generation, none left deleting."""
+    items = cluster.custom.list_namespaced_custom_object(
+        GROUP, VERSION, namespace, "milvusrolebindings"
+    )["items"]
+    pending = Unsettled()
+    for item in items:
+        condition = ready(item) or {}
+        meta = item["metadata"]
+        if meta.get("deletionTimestamp"):
+            pending.append(f"{meta['name']}: deleting, finalizers {meta.get('finalizers')}")
+        elif condition.get("status") != "True" or (
+            condition.get("observedGeneration") != meta["generation"]
+        ):
+            pending.append(f"{meta['name']}: generation {meta['generation']}, {condition}")
+    return pending
+
+
+def test_drift_is_corrected_with_one_listing_per_interval(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    operator: OperatorProcess,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    users, role, unmanaged_role = [make_user() for _ in range(5)], make_role(), make_role()
+    cluster.apply(*[binding(namespace, f"b{i}", user, role) for i, user in enumerate(users)])
+    for i in range(len(users)):
+        wait_ready(cluster, namespace, f"b{i}")
+    milvus_admin.grant_role(users[0], unmanaged_role)  # not the operator's business
+    mark = len(operator.log_text())
+
+    milvus_admin.revoke_role(users[1], role)  # someone removes a managed grant by hand
+    obj = wait_ready(cluster, namespace, "b1", reason="DriftCorrected", timeout=30)
+    assert roles_of(milvus_admin, users[1]) == {role}
+    assert roles_of(milvus_admin, users[0]) == {role, unmanaged_role}
+    assert "was missing in Milvus and was added again" in ready(obj)["message"]
+    assert any(e.reason == "DriftCorrected" for e in cluster.events(namespace, "b1"))
+
+    time.sleep(10)  # about three intervals
+    log = operator.log_text()[mark:]
+    listings = len(re.findall(rf"\[{namespace}/milvus\] drift check: SelectUser", log))
+    adds = len(
+        re.findall(
+            r"AddUserToRole\(",
+            "\n".join(line for line in log.splitlines() if line.startswith(f"[{namespace}/")),
+        )
+    )
+    print(f"drift: {listings} listings for 5 bindings over ~13s (interval 3s), {adds} adds")
+    assert 2 <= listings <= 6  # one per interval for the connection, whatever the bindings
+    assert adds == 1  # only the drifted grant was added again
+
+
+def test_shared_grant_stays_until_the_last_binding_goes(
+    cluster: Cluster,
+    milvus_admin: MilvusClient,
+    running_milvus: EmbeddedMilvus,
+    operator: OperatorProcess,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    user, role, other_role = make_user(), make_role(), make_role()
+    team_a, team_b = f"team-a-{uuid.uuid4().hex[:6]}", f"team-b-{uuid.uuid4().hex[:6]}"
+    # The same Milvus, spelt differently in each namespace.
+    uri_b = running_milvus.uri.replace("127.0.0.1", "localhost")
+    for ns, uri in ((team_a, running_milvus.uri), (team_b, uri_b)):
+        cluster.apply(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            secret(ns, "creds", username="root", password="Milvus"),
+            connection(ns, "milvus", uri, "creds"),
+        )
+    cluster.apply(
+        binding(team_a, "first", user, role),
+        binding(team_a, "second", user, role),
+        binding(team_b, "third", user, role),
+    )
+    for ns, name in ((team_a, "first"), (team_a, "second"), (team_b, "third")):
+        wait_ready(cluster, ns, name)
+
+    operator.stop()  # what is shared is derived from the live objects, not from memory
+    operator.start()
+    cluster.kubectl("delete", "mrb", "first", f"-n={team_a}", "--timeout=60s")
+    assert roles_of(milvus_admin, user) == {role}
+    skipped = [e for e in cluster.events(team_a, "first") if e.reason == "RemovalSkipped"]
+    assert skipped
+    assert f"still wanted by {team_a}/second, {team_b}/third" in skipped[-1].message
+
+    cluster.kubectl(
+        "patch",
+        "mrb",
+        "second",
+        f"-n={team_a}",
+        "--type=merge",
+        "-p",
+        f'{{"spec": {{"roleName": "{other_role}"}}}}',
+    )
+    eventually(
+        lambda: (
+            (cluster.binding(team_a, "second") or {})
+            .get("status", {})
+            .get("applied", {})
+            .get("roleName")
+            == other_role
+        ),
+        "second to move",
+    )
+    assert roles_of(milvus_admin, user) == {role, other_role}  # third still wants `role`
+
+    cluster.kubectl("delete", "mrb", "third", f"-n={team_b}", "--timeout=60s")
+    assert roles_of(milvus_admin, user) == {other_role}  # the last one removed it
+
+
+def test_namespace_deletion_removes_exactly_its_grants(
+    cluster: Cluster,
+    milvus_admin: MilvusClient,
+    running_milvus: EmbeddedMilvus,
+    namespace: str,
+    milvus_connection: str,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    doomed = f"doomed-{uuid.uuid4().hex[:6]}"
+    users, role, kept_role = [make_user() for _ in range(50)], make_role(), make_role()
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": doomed}},
+        secret(doomed, "creds", username="root", password="Milvus"),
+        connection(doomed, "milvus", running_milvus.uri, "creds"),
+    )
+    cluster.apply(*[binding(doomed, f"b{i}", user, role) for i, user in enumerate(users)])
+    cluster.apply(binding(namespace, "survivor", users[0], kept_role))  # elsewhere: must stay
+    milvus_admin.grant_role(users[1], kept_role)  # by hand: must stay
+    eventually(
+        lambda: settled(cluster, doomed) and len(wanted(cluster, doomed)) == 50,
+        "50 bindings Ready",
+        timeout=120,
+    )
+    wait_ready(cluster, namespace, "survivor")
+    assert granted(milvus_admin, users) == {(u, role) for u in users} | {
+        (users[0], kept_role),
+        (users[1], kept_role),
+    }
+
+    started = time.monotonic()
+    cluster.kubectl("delete", "namespace", doomed, "--wait=false")
+    eventually(
+        lambda: cluster.kubectl("get", "namespace", doomed, check=False).returncode != 0,
+        "the namespace to disappear",
+        timeout=180,
+        interval=1,
+    )
+    print(
+        f"namespace with 50 bindings, its connection and Secret deleted in "
+        f"{time.monotonic() - started:.1f}s"
+    )
+    assert granted(milvus_admin, users) == {(users[0], kept_role), (users[1], kept_role)}
+
+
+def test_spec_changed_while_milvus_was_down_still_removes_the_old_pair(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    running_milvus: EmbeddedMilvus,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    user, first, second, third = make_user(), make_role(), make_role(), make_role()
+    cluster.apply(binding(namespace, "edited", user, first))
+    wait_ready(cluster, namespace, "edited")
+    running_milvus.stop()
+    try:
+        for role in (second, third):  # conflicting edits while nothing can be applied
+            cluster.kubectl(
+                "patch",
+                "mrb",
+                "edited",
+                f"-n={namespace}",
+                "--type=merge",
+                "-p",
+                f'{{"spec": {{"roleName": "{role}"}}}}',
+            )
+        obj = wait_ready(cluster, namespace, "edited", reason="MilvusUnavailable", status="False")
+        assert obj["status"]["applied"]["roleName"] == first  # the memory of what to remove
+    finally:
+        running_milvus.start()
+    obj = wait_ready(cluster, namespace, "edited")
+    assert obj["status"]["applied"]["roleName"] == third
+    assert roles_of(milvus_admin, user) == {third}
+
+
+def test_rapid_edits_end_in_the_latest_spec(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    user = make_user()
+    roles = [make_role() for _ in range(6)]
+    cluster.apply(binding(namespace, "restless", user, roles[0]))
+    for role in roles[1:]:
+        cluster.kubectl(
+            "patch",
+            "mrb",
+            "restless",
+            f"-n={namespace}",
+            "--type=merge",
+            "-p",
+            f'{{"spec": {{"roleName": "{role}"}}}}',
+        )
+    eventually(
+        lambda: (
+            lambda o: (
+                o
+                and (ready(o) or {}).get("status") == "True"
+                and o["status"]["applied"]["roleName"] == roles[-1]
+            )
+        )(cluster.binding(namespace, "restless")),
+        "the latest spec to be applied",
+    )
+    assert roles_of(milvus_admin, user) == {roles[-1]}
+
+
+def test_milvus_outage_with_many_bindings_converges_without_a_hand(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    running_milvus: EmbeddedMilvus,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    users = [make_user() for _ in range(30)]
+    role, moved_role = make_role(), make_role()
+    cluster.apply(*[binding(namespace, f"b{i}", users[i], role) for i in range(20)])
+    eventually(
+        lambda: settled(cluster, namespace) and len(wanted(cluster, namespace)) == 20,
+        "20 bindings Ready",
+        timeout=90,
+    )
+    running_milvus.stop()
+    try:
+        cluster.apply(*[binding(namespace, f"b{i}", users[i], role) for i in range(20, 30)])
+        for i in range(5):
+            cluster.kubectl(
+                "patch",
+                "mrb",
+                f"b{i}",
+                f"-n={namespace}",
+                "--type=merge",
+                "-p",
+                f'{{"spec": {{"roleName": "{moved_role}"}}}}',
+            )
+        cluster.kubectl(
+            "delete", "mrb", *[f"b{i}" for i in range(5, 10)], f"-n={namespace}", "--wait=false"
+        )
+        obj = wait_ready(cluster, namespace, "b25", reason="MilvusUnavailable", status="False")
+        assert obj["status"]["resStatus"]["code"] == 2
+        held = cluster.binding(namespace, "b5")
+        assert held is not None
+        assert held["metadata"].get("deletionTimestamp")
+    finally:
+        running_milvus.start()
+    started = time.monotonic()
+    eventually(
+        lambda: settled(cluster, namespace) and len(wanted(cluster, namespace)) == 25,
+        "convergence after the outage",
+        timeout=90,
+        interval=0.5,
+    )
+    print(f"30 bindings converged {time.monotonic() - started:.1f}s after Milvus came back")
+    assert granted(milvus_admin, users) == wanted(cluster, namespace)
+
+
+def test_api_server_restart_does_not_stop_reconciling(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    local_env: LocalEnvironment,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    if local_env.controlplane is None:
+        pytest.fail("restarting the API server needs the local control plane (--cluster=local)")
+    user, role = make_user(), make_role()
+    local_env.controlplane.restart_apiserver()
+    started = time.monotonic()
+    cluster.apply(binding(namespace, "after-restart", user, role))
+    wait_ready(cluster, namespace, "after-restart", timeout=90)
+    print(f"binding Ready {time.monotonic() - started:.1f}s after the API server came back")
+    assert roles_of(milvus_admin, user) == {role}
+
+
+def test_sigkill_at_random_moments_leaves_milvus_exactly_as_declared(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    operator: OperatorProcess,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    rng = random.Random(20261203)
+    users = [make_user() for _ in range(60)]
+    roles = [make_role() for _ in range(5)]
+    names = [f"b{i}" for i in range(300)]
+    live: set[str] = set()
+    stop = threading.Event()
+    kills: list[float] = []
+
+    errors: list[BaseException] = []
+
+    def killer() -> None:
+        try:
+            while not stop.wait(rng.uniform(1.5, 4)):
+                operator.kill()
+                kills.append(time.monotonic())
+                operator.start()
+        except BaseException as exc:  # a dead killer thread must fail the test, not hide
+            errors.append(exc)
+
+    def body(name: str) -> dict[str, Any]:
+        return binding(namespace, name, rng.choice(users), rng.choice(roles))
+
+    chaos = threading.Thread(target=killer, daemon=True)
+    started = time.monotonic()
+    chaos.start()
+    try:
+        for step in range(600):
+            name = rng.choice(names)
+            action = rng.random()
+            if name not in live or action < 0.3:
+                obj = body(name)
+                if name in live:
+                    cluster.custom.patch_namespaced_custom_object(
+                        GROUP,
+                        VERSION,
+                        namespace,
+                        "milvusrolebindings",
+                        name,
+                        {
+                            "spec": {
+                                "username": obj["spec"]["username"],
+                                "roleName": obj["spec"]["roleName"],
+                            }
+                        },
+                    )
+                else:
+                    try:
+                        cluster.custom.create_namespaced_custom_object(
+                            GROUP, VERSION, namespace, "milvusrolebindings", obj
+                        )
+                    except kubernetes.client.ApiException as exc:
+                        if exc.status != 409:  # 409: still terminating from a delete
+                            raise
+                        continue
+                    live.add(name)
+            elif action < 0.5:
+                cluster.custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "milvusrolebindings", name
+                )
+                live.discard(name)
+            if step % 20 == 0:
+                time.sleep(0.6)  # spread the churn so the kills land in the middle of it
+    finally:
+        stop.set()
+        chaos.join()
+    assert not errors, errors
+    operator.start()
+    churn = time.monotonic() - started
+    eventually(
+        lambda: settled(cluster, namespace),
+        "every binding Ready, none stuck deleting",
+        timeout=240,
+        interval=1,
+    )
+    print(
+        f"600 operations on {len(names)} names in {churn:.0f}s with {len(kills)} SIGKILLs; "
+        f"settled {time.monotonic() - started - churn:.0f}s later with {len(live)} live"
+    )
+    assert len(kills) >= 3
+    assert granted(milvus_admin, users) == wanted(cluster, namespace)
