@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import kopf
 import kubernetes
@@ -16,6 +19,8 @@ from milvus_rbac_operator import kubeclient
 from milvus_rbac_operator.connections import ConnectionRegistry, KubeAPI
 from milvus_rbac_operator.controller import Runtime
 from milvus_rbac_operator.handlers import build_registry, kopf_settings_for
+from milvus_rbac_operator.health import Health
+from milvus_rbac_operator.leader import LeaderLease
 from milvus_rbac_operator.settings import Settings
 
 
@@ -70,19 +75,68 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
     logging.getLogger(__name__).info(
         "watching %s", ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
     )
-    asyncio.run(
-        kopf.operator(
+    operator = _with_health(
+        settings,
+        runtime,
+        lambda ready: kopf.operator(
             registry=build_registry(settings),
             settings=kopf_settings_for(settings),
             memo=kopf.Memo(runtime=runtime),
             namespaces=settings.namespaces,
             clusterwide=not settings.namespaces,
-            standalone=True,
-            liveness_endpoint=f"http://{settings.health_listen}/healthz"
-            if settings.health_listen
-            else None,
-        )
+            standalone=True,  # no kopf peering: leader election below decides who acts
+            ready_flag=ready,
+        ),
     )
+    if not settings.leader_election:
+        asyncio.run(operator)
+        return 0
+    return asyncio.run(_run_as_leader(settings, api_client, operator))
+
+
+async def _with_health(
+    settings: Settings, runtime: Runtime, make_operator: Callable[[asyncio.Event], Any]
+) -> None:
+    """The operator, with /healthz and /readyz served beside it when MRBO_HEALTH_LISTEN is set."""
+    ready = asyncio.Event()
+    runner = None
+    if settings.health_listen:
+        runner = await Health(ready, runtime.connection_states).serve(settings.health_listen)
+    try:
+        await make_operator(ready)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+
+
+async def _run_as_leader(
+    settings: Settings, api_client: kubernetes.client.ApiClient, operator: Any
+) -> int:
+    """Stand by until this replica holds the Lease; stop when it is lost (to be restarted)."""
+    lease = LeaderLease(
+        api_client,
+        settings.leader_election_namespace,
+        settings.lease_name,
+        f"{socket.gethostname()}-{os.getpid()}",
+        settings.lease_duration_seconds,
+        settings.lease_renew_seconds,
+    )
+    try:
+        await lease.acquire()
+    except asyncio.CancelledError:
+        operator.close()
+        return 0
+    lost = asyncio.Event()
+    keeper = asyncio.create_task(lease.keep(lost))
+    running = asyncio.create_task(operator)
+    waiting_for_loss = asyncio.create_task(lost.wait())
+    await asyncio.wait({running, waiting_for_loss}, return_when=asyncio.FIRST_COMPLETED)
+    keeper.cancel()
+    if lost.is_set():
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        return 1
+    waiting_for_loss.cancel()
     return 0
 
 

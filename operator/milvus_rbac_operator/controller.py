@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
@@ -25,6 +25,8 @@ class Runtime:
     connections: ConnectionRegistry
     kube: KubeAPI
     kubeconfig: str | None = None
+    # "namespace/name" -> the last Ready reason of each MilvusConnection, for /healthz, /readyz.
+    connection_states: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,7 @@ async def check_connection(
         readiness = status.connection_readiness(answer, version, secret_name)
     except UnusableConnectionError as problem:
         readiness = problem.readiness
+    runtime.connection_states[f"{namespace}/{name}"] = str(readiness.reason)
     changes = status.connection_status(body.status, generation, readiness, version)
     if changes:
         patch.status.update(changes)
@@ -284,3 +287,4 @@ async def release_connection(
             delay=min(runtime.settings.retry_max_seconds, 5 * (retry + 1)),
         )
     await runtime.connections.forget(namespace, name)
+    runtime.connection_states.pop(f"{namespace}/{name}", None)

@@ -33,6 +33,12 @@ class Settings:
     # Liveness/readiness endpoint; empty disables it.
     health_listen: str = ""
     finalizer: str = "rbac.milvus.io/finalizer"
+    # With more than one replica: only the holder of this Lease acts, the others stand by.
+    leader_election: bool = False
+    leader_election_namespace: str = "default"
+    lease_name: str = "milvus-rbac-operator"
+    lease_duration_seconds: float = 15.0
+    lease_renew_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -52,6 +58,10 @@ class Settings:
 
 def _parse(name: str, raw: str, kind: object) -> object:
     kind = str(kind)
+    if kind == "bool":
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"{PREFIX}{name.upper()}={raw!r}: expected true or false")
+        return raw.lower() in ("true", "1")
     try:
         if kind == "float":
             value = float(raw)

@@ -167,7 +167,8 @@ class OperatorProcess:
 def operator(
     cluster: Cluster, milvus: EmbeddedMilvus, local_env: LocalEnvironment
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(cluster.kubeconfig, local_env.workdir / "operator.log", OPERATOR_ENV)
+    env = {**OPERATOR_ENV, "MRBO_HEALTH_LISTEN": f"127.0.0.1:{processes.free_port()}"}
+    process = OperatorProcess(cluster.kubeconfig, local_env.workdir / "operator.log", env)
     process.start()
     yield process
     process.stop()

@@ -38,9 +38,14 @@ def wait_ready(
     def probe() -> dict | None:
         obj = cluster.binding(namespace, name)
         condition = ready(obj)
-        if condition and condition["status"] == status and condition["reason"] == reason:
-            return obj
-        return None
+        if (
+            not obj
+            or not condition
+            or (condition["status"], condition["reason"]) != (status, reason)
+        ):
+            return None
+        # A condition about an older spec does not count.
+        return obj if condition.get("observedGeneration") == obj["metadata"]["generation"] else None
 
     return eventually(probe, f"{namespace}/{name} Ready={status} reason {reason}", timeout)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -442,3 +445,38 @@ def test_sigkill_at_random_moments_leaves_milvus_exactly_as_declared(
     )
     assert len(kills) >= 3
     assert granted(milvus_admin, users) == wanted(cluster, namespace)
+
+
+def test_health_endpoints_and_graceful_shutdown(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    operator: OperatorProcess,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    base = f"http://{operator.env['MRBO_HEALTH_LISTEN']}"
+
+    def get(path: str) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as resp:  # noqa: S310
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())
+
+    key = f"{namespace}/{milvus_connection}"
+    eventually(
+        lambda: get("/readyz")[1]["connections"].get(key) == "Connected",
+        "readyz to list the connection as Connected",
+    )
+    assert get("/readyz")[0] == 200
+    assert get("/healthz") == (200, get("/healthz")[1])
+
+    user, role = make_user(), make_role()
+    cluster.apply(binding(namespace, "last-words", user, role))
+    operator.stop()  # SIGTERM: the operator finishes and exits by itself
+    assert operator.proc.returncode == 0, operator.log_text()[-2000:]
+    assert "Operator is stopping" in operator.log_text()
+    operator.start()
+    obj = wait_ready(cluster, namespace, "last-words")
+    assert obj["status"]["applied"]["username"] == user
