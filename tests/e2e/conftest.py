@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -139,14 +140,13 @@ class OperatorProcess:
             f"--kubeconfig={self.kubeconfig}",
             *self.extra_args,
         ]
-        mark = self.log_text().count("Initial authentication has finished")
+        # Logged in and acting, or (with leader election) standing by.
+        started = re.compile(r"Initial authentication has finished|leader election: standing by")
+        mark = len(started.findall(self.log_text()))
         self.proc = processes.spawn(argv, self.log_path, env={**os.environ, **self.env})
         eventually(
-            lambda: (
-                self.log_text().count("Initial authentication has finished") > mark
-                or self.proc.poll() is not None
-            ),
-            "the operator to log in",
+            lambda: len(started.findall(self.log_text())) > mark or self.proc.poll() is not None,
+            "the operator to log in or stand by",
             30,
         )
         assert self.proc.poll() is None, self.log_text()[-3000:]

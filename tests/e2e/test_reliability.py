@@ -480,3 +480,55 @@ def test_health_endpoints_and_graceful_shutdown(
     operator.start()
     obj = wait_ready(cluster, namespace, "last-words")
     assert obj["status"]["applied"]["username"] == user
+
+
+def test_namespace_deletion_while_milvus_is_gone_has_the_orphan_way_out(
+    cluster: Cluster,
+    milvus_admin: MilvusClient,
+    running_milvus: EmbeddedMilvus,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    stranded = f"stranded-{uuid.uuid4().hex[:6]}"
+    users, role = [make_user() for _ in range(5)], make_role()
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": stranded}},
+        secret(stranded, "creds", username="root", password="Milvus"),
+        connection(stranded, "milvus", running_milvus.uri, "creds"),
+    )
+    cluster.apply(*[binding(stranded, f"b{i}", user, role) for i, user in enumerate(users)])
+    eventually(
+        lambda: settled(cluster, stranded) and len(wanted(cluster, stranded)) == 5,
+        "5 bindings Ready",
+    )
+    running_milvus.stop()
+    try:
+        cluster.kubectl("delete", "namespace", stranded, "--wait=false")
+        eventually(
+            lambda: all(
+                (ready(cluster.binding(stranded, f"b{i}")) or {}).get("reason")
+                == "MilvusUnavailable"
+                for i in range(5)
+            ),
+            "the held deletions to say Milvus is unavailable",
+        )
+        assert cluster.kubectl("get", "namespace", stranded, check=False).returncode == 0
+        for i in range(5):  # the documented way out
+            cluster.kubectl(
+                "patch",
+                "mrb",
+                f"b{i}",
+                f"-n={stranded}",
+                "--type=merge",
+                "-p",
+                '{"spec": {"deletionPolicy": "Orphan"}}',
+            )
+        eventually(
+            lambda: cluster.kubectl("get", "namespace", stranded, check=False).returncode != 0,
+            "the namespace to disappear",
+            timeout=120,
+            interval=1,
+        )
+    finally:
+        running_milvus.start()
+    assert granted(milvus_admin, users) == {(u, role) for u in users}  # orphaned, as asked
