@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -39,9 +39,7 @@ class Inventory:
     def holders(
         self, pairs: Iterable[RolePair], namespace: str, me: str
     ) -> dict[RolePair, tuple[str, ...]]:
-        endpoints = {
-            key: next(iter(values), "") for key, values in self.connection_endpoints.items()
-        }
+        endpoints = _FirstValues(self.connection_endpoints)
         return {
             pair: inventory.holders(
                 pair,
@@ -52,6 +50,22 @@ class Inventory:
             )
             for pair in pairs
         }
+
+
+class _FirstValues(Mapping[tuple[str, str], str]):
+    """A kopf index seen as key -> its single value, looked up only for the keys asked for."""
+
+    def __init__(self, index: Mapping[tuple[str, str], Iterable[str]]) -> None:
+        self._index = index
+
+    def __getitem__(self, key: tuple[str, str]) -> str:
+        return next(iter(self._index[key]), "")
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 def _record(body: Any, progress: Progress, logger: logging.Logger) -> None:

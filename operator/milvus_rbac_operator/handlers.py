@@ -60,10 +60,9 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
 
     @kopf.index(GROUP, VERSION, BINDINGS, id="bindings_by_connection", registry=registry)
     def bindings_by_connection(**kwargs: Any) -> dict[tuple[str, str], BindingRecord]:
+        record = _binding_record(kwargs)
         intent = inventory.intent_from(kwargs["meta"].get("annotations"))
-        return dict.fromkeys(
-            inventory.connections_used(_binding_record(kwargs), intent), _binding_record(kwargs)
-        )
+        return dict.fromkeys(inventory.connections_used(record, intent), record)
 
     @kopf.index(GROUP, VERSION, CONNECTIONS, id="connection_endpoints", registry=registry)
     def connection_endpoints(
