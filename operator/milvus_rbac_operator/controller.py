@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from milvus_rbac_operator import inventory, reconcile, status
 from milvus_rbac_operator.connections import GROUP, VERSION, ConnectionRegistry, KubeAPI
@@ -117,13 +118,19 @@ def _intent_recorder(runtime: Runtime, body: kopf.Body) -> Callable[[RolePair], 
             return
         if not has_finalizer:
             finalizers.append(runtime.settings.finalizer)
-        await runtime.kube.claim_binding(
-            meta.namespace or "",
-            meta.name or "",
-            str(meta.get("resourceVersion")),
-            finalizers,
-            {inventory.INTENT_ANNOTATION: inventory.intent_annotation(pair)},
-        )
+        try:
+            await runtime.kube.claim_binding(
+                meta.namespace or "",
+                meta.name or "",
+                str(meta.get("resourceVersion")),
+                finalizers,
+                {inventory.INTENT_ANNOTATION: inventory.intent_annotation(pair)},
+            )
+        except ApiException as exc:
+            # 409: the object changed since this event; retry soon with the fresh version.
+            # Nothing was added to Milvus yet, so nothing is lost either way.
+            delay = 0.5 if exc.status == 409 else runtime.settings.retry_initial_seconds
+            raise kopf.TemporaryError(f"recording the intent failed: {exc.reason}", delay) from exc
 
     return record_intent
 
@@ -275,7 +282,11 @@ async def correct_drift(
             record.applied if answer.succeeded else None,
             answer,
         )
-        await runtime.kube.patch_binding_status(record.namespace, record.name, changes)
+        try:
+            await runtime.kube.patch_binding_status(record.namespace, record.name, changes)
+        except ApiException as exc:  # deleted meanwhile: its own handlers take it from here
+            logger.info("drift on %s: status not written: %s", record.ref, exc.reason)
+            continue
         event = status.drift_event(answer)
         kopf.event(
             _binding_ref(record),

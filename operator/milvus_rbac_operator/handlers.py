@@ -15,6 +15,11 @@ from milvus_rbac_operator.inventory import BindingRecord
 from milvus_rbac_operator.settings import Settings
 
 
+# Expected failures raise kopf.TemporaryError with their own delay; anything unexpected (an API
+# hiccup, say) is retried after this many seconds instead of kopf's default minute.
+UNEXPECTED_ERROR_BACKOFF = 5.0
+
+
 def kopf_settings_for(settings: Settings) -> kopf.OperatorSettings:
     """kopf's knobs, chosen deliberately (see README, Operating)."""
     kopf_settings = kopf.OperatorSettings()
@@ -73,9 +78,31 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     # A binding needs its finalizer once it has an intent (something to remove later). The
     # operator writes both together right before the first AddUserToRole, in one write; kopf
     # then sees the finalizer as required and present, and removes it after `finalize`.
-    @kopf.on.resume(GROUP, VERSION, BINDINGS, id="reconcile", registry=registry)
-    @kopf.on.create(GROUP, VERSION, BINDINGS, id="reconcile", registry=registry)
-    @kopf.on.update(GROUP, VERSION, BINDINGS, id="reconcile", field="spec", registry=registry)
+    @kopf.on.resume(
+        GROUP,
+        VERSION,
+        BINDINGS,
+        id="reconcile",
+        registry=registry,
+        backoff=UNEXPECTED_ERROR_BACKOFF,
+    )
+    @kopf.on.create(
+        GROUP,
+        VERSION,
+        BINDINGS,
+        id="reconcile",
+        registry=registry,
+        backoff=UNEXPECTED_ERROR_BACKOFF,
+    )
+    @kopf.on.update(
+        GROUP,
+        VERSION,
+        BINDINGS,
+        id="reconcile",
+        field="spec",
+        registry=registry,
+        backoff=UNEXPECTED_ERROR_BACKOFF,
+    )
     async def reconcile_binding(
         body: kopf.Body, patch: kopf.Patch, retry: int, logger: Any, memo: Any, **kwargs: Any
     ) -> None:
@@ -90,6 +117,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         id="finalize",
         registry=registry,
         annotations={inventory.INTENT_ANNOTATION: kopf.PRESENT},
+        backoff=UNEXPECTED_ERROR_BACKOFF,
     )
     async def finalize_binding(
         body: kopf.Body, patch: kopf.Patch, retry: int, logger: Any, memo: Any, **kwargs: Any
