@@ -14,7 +14,6 @@ from milvus_rbac_operator.controller import Runtime
 from milvus_rbac_operator.inventory import BindingRecord
 from milvus_rbac_operator.settings import Settings
 
-
 # Expected failures raise kopf.TemporaryError with their own delay; anything unexpected (an API
 # hiccup, say) is retried after this many seconds instead of kopf's default minute.
 UNEXPECTED_ERROR_BACKOFF = 5.0
