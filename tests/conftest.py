@@ -8,13 +8,19 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pymilvus import MilvusClient
 
-from milvus_rbac_operator.devenv import LocalEnvironment
-from milvus_rbac_operator.devenv.milvus_server import ROOT_PASSWORD, ROOT_USERNAME, EmbeddedMilvus
+from milvus_rbac_operator.devenv import LocalEnvironment, certs
+from milvus_rbac_operator.devenv.milvus_server import (
+    ROOT_PASSWORD,
+    ROOT_USERNAME,
+    EmbeddedMilvus,
+    TLSFiles,
+)
 
 _ENV_KEY = pytest.StashKey[LocalEnvironment]()
 
@@ -43,6 +49,38 @@ def local_env(
 @pytest.fixture(scope="session")
 def milvus(local_env: LocalEnvironment) -> EmbeddedMilvus:
     return local_env.start_milvus()
+
+
+@dataclass(frozen=True)
+class TLSMilvus:
+    """A second embedded Milvus with one-way TLS on, and a CA that did not sign its certificate."""
+
+    server: EmbeddedMilvus
+    ca_path: Path
+    ca_pem: bytes
+    other_ca_pem: bytes
+
+    def admin(self) -> MilvusClient:
+        return MilvusClient(
+            uri=self.server.uri,
+            token=f"{ROOT_USERNAME}:{ROOT_PASSWORD}",
+            server_pem_path=str(self.ca_path),
+            server_name="localhost",
+        )
+
+
+@pytest.fixture(scope="session")
+def tls_milvus(local_env: LocalEnvironment) -> Iterator[TLSMilvus]:
+    workdir = local_env.workdir / "milvus-tls"
+    pki = workdir / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    ca = certs.make_ca(pki, "milvus")
+    other = certs.make_ca(pki, "stranger")
+    leaf = certs.issue(ca, pki, "milvus-server", "localhost", server_names=("localhost",))
+    server = EmbeddedMilvus(workdir, TLSFiles(leaf.cert, leaf.key, ca.cert))
+    server.start()
+    yield TLSMilvus(server, ca.cert, ca.cert.read_bytes(), other.cert.read_bytes())
+    server.close()
 
 
 @pytest.fixture

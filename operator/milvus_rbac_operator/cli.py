@@ -69,9 +69,10 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
     logging.getLogger().setLevel("DEBUG" if verbose else settings.log_level)
     api_client = kubernetes.client.ApiClient(kubeclient.load_configuration(kubeconfig))
     kube = KubeAPI(api_client)
-    runtime = Runtime(
-        settings, ConnectionRegistry(kube, settings.timeout_seconds), kube, kubeconfig
+    connections = ConnectionRegistry(
+        kube, settings.timeout_seconds, settings.operator_namespace, settings.allowed_hosts
     )
+    runtime = Runtime(settings, connections, kube, kubeconfig)
     logging.getLogger(__name__).info(
         "watching %s", ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
     )

@@ -13,14 +13,17 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from milvus_rbac_operator import status
+from milvus_rbac_operator import policy, status
+from milvus_rbac_operator.inventory import RECONCILE_REQUEST_ANNOTATION
 from milvus_rbac_operator.milvus import Credentials, Endpoint, MilvusRBAC
+from milvus_rbac_operator.model import ConnectionKey, ConnectionRef
 from milvus_rbac_operator.reconcile import UnusableConnectionError
 from milvus_rbac_operator.status import Reason
 
 GROUP = "rbac.milvus.io"
 VERSION = "v1alpha1"
 CONNECTIONS = "milvusconnections"
+CLUSTER_CONNECTIONS = "clustermilvusconnections"
 BINDINGS = "milvusrolebindings"
 
 
@@ -100,13 +103,28 @@ class KubeAPI:
         self._custom = k8s.CustomObjectsApi(api_client)
         self._core = k8s.CoreV1Api(api_client)
 
-    async def connection(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = await self._get(
-            lambda: self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, CONNECTIONS, name
+    async def connection(self, namespace: str, ref: ConnectionRef) -> dict[str, Any] | None:
+        """The MilvusConnection in `namespace`, or the ClusterMilvusConnection, named by `ref`."""
+        if ref.cluster_scoped:
+            read = lambda: self._custom.get_cluster_custom_object(  # noqa: E731
+                GROUP, VERSION, CLUSTER_CONNECTIONS, ref.name
             )
-        )
+        else:
+            read = lambda: self._custom.get_namespaced_custom_object(  # noqa: E731
+                GROUP, VERSION, namespace, CONNECTIONS, ref.name
+            )
+        found: dict[str, Any] | None = await self._get(read)
         return found
+
+    async def namespace_labels(self, name: str) -> dict[str, str] | None:
+        found = await self._get(lambda: self._core.read_namespace(name))
+        return None if found is None else dict(found.metadata.labels or {})
+
+    async def request_policy_check(self, namespace: str, name: str, digest: str) -> None:
+        """Ask a binding's own handler to reconcile it again (see inventory.py)."""
+        await self._patch_binding(
+            namespace, name, {"annotations": {RECONCILE_REQUEST_ANNOTATION: digest}}
+        )
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         secret = await self._get(lambda: self._core.read_namespaced_secret(name, namespace))
@@ -123,13 +141,14 @@ class KubeAPI:
         annotations: dict[str, str],
     ) -> None:
         """Finalizer and intent in one write; the resourceVersion makes it fail on a race."""
-        body = {
-            "metadata": {
-                "resourceVersion": resource_version,
-                "finalizers": finalizers,
-                "annotations": annotations,
-            }
+        metadata = {
+            "resourceVersion": resource_version,
+            "finalizers": finalizers,
+            "annotations": annotations,
         }
+        await self._patch_binding(namespace, name, metadata)
+
+    async def _patch_binding(self, namespace: str, name: str, metadata: dict[str, Any]) -> None:
         await asyncio.to_thread(
             self._custom.patch_namespaced_custom_object,
             GROUP,
@@ -137,7 +156,7 @@ class KubeAPI:
             namespace,
             BINDINGS,
             name,
-            body,
+            {"metadata": metadata},
         )
 
     async def patch_binding_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -162,39 +181,58 @@ class KubeAPI:
 
 
 class ConnectionRegistry:
-    """One Milvus client per MilvusConnection, kept while its spec and Secret stay the same."""
+    """One Milvus client per connection, kept while its spec and Secret stay the same.
 
-    def __init__(self, kube: KubeAPI, default_timeout: float) -> None:
+    A MilvusConnection's Secrets are in its own namespace; a ClusterMilvusConnection's are in
+    the operator's namespace. Either way, the host must be one the operator may dial.
+    """
+
+    def __init__(
+        self,
+        kube: KubeAPI,
+        default_timeout: float,
+        operator_namespace: str = "default",
+        allowed_hosts: tuple[str, ...] = ("*",),
+    ) -> None:
         self._kube = kube
         self._default_timeout = default_timeout
-        self._clients: dict[tuple[str, str], tuple[str, MilvusRBAC]] = {}
+        self._operator_namespace = operator_namespace
+        self._allowed_hosts = allowed_hosts
+        self._clients: dict[ConnectionKey, tuple[str, MilvusRBAC]] = {}
         self._lock = asyncio.Lock()
 
-    async def resolve(self, namespace: str, name: str) -> ResolvedConnection:
-        connection = await self._kube.connection(namespace, name)
+    async def resolve(self, namespace: str, ref: ConnectionRef) -> ResolvedConnection:
+        connection = await self._kube.connection(namespace, ref)
+        where = (
+            f"{ref.kind} {ref.name}" if ref.cluster_scoped else f"{ref.kind} {namespace}/{ref.name}"
+        )
         if connection is None:
             raise UnusableConnectionError(
-                status.refused(
-                    Reason.CONNECTION_NOT_FOUND, f"MilvusConnection {namespace}/{name} not found"
-                )
+                status.refused(Reason.CONNECTION_NOT_FOUND, f"{where} not found")
             )
         spec = connection.get("spec") or {}
+        refused_host = policy.host_refusal(str(spec.get("uri") or ""), self._allowed_hosts)
+        if refused_host is not None:
+            # Refused before any network attempt: no tenant can make the operator probe a host.
+            raise UnusableConnectionError(
+                status.refused(Reason.HOST_NOT_ALLOWED, f"{where}: {refused_host}")
+            )
+        secrets_namespace = self._operator_namespace if ref.cluster_scoped else namespace
         secret_name = str(spec["credentialsSecretRef"]["name"])
-        data = await self._kube.secret_data(namespace, secret_name)
+        data = await self._kube.secret_data(secrets_namespace, secret_name)
         if data is None:
             raise UnusableConnectionError(
                 status.refused(
                     Reason.SECRET_NOT_FOUND,
-                    f"Secret {namespace}/{secret_name} (credentials of MilvusConnection {name}) "
-                    "not found",
+                    f"Secret {secrets_namespace}/{secret_name} (credentials of {where}) not found",
                 )
             )
         credentials = credentials_from_secret(secret_name, data)
-        ca_pem = await self._ca(namespace, name, spec)
+        ca_pem = await self._ca(secrets_namespace, where, spec)
         endpoint = endpoint_from_spec(spec, ca_pem, self._default_timeout)
         return ResolvedConnection(endpoint, credentials, secret_name)
 
-    async def _ca(self, namespace: str, name: str, spec: dict[str, Any]) -> bytes:
+    async def _ca(self, namespace: str, where: str, spec: dict[str, Any]) -> bytes:
         ref = (spec.get("tls") or {}).get("caSecretRef")
         if not ref:
             return b""
@@ -204,7 +242,7 @@ class ConnectionRegistry:
             raise UnusableConnectionError(
                 status.refused(
                     Reason.SECRET_NOT_FOUND,
-                    f"Secret {namespace}/{secret_name} (CA of MilvusConnection {name}) not found",
+                    f"Secret {namespace}/{secret_name} (CA of {where}) not found",
                 )
             )
         ca = _decode(data, key)
@@ -216,7 +254,9 @@ class ConnectionRegistry:
             )
         return ca
 
-    async def client_for(self, namespace: str, name: str, allow_cached: bool = False) -> MilvusRBAC:
+    async def client_for(
+        self, namespace: str, ref: ConnectionRef, allow_cached: bool = False
+    ) -> MilvusRBAC:
         """A client with the connection's current spec and credentials.
 
         With `allow_cached`, a client built before is used when the Secret is gone: a namespace
@@ -224,9 +264,9 @@ class ConnectionRegistry:
         deletion needs must still happen (the operator never writes Secrets, so it cannot hold
         them with a finalizer).
         """
-        key = (namespace, name)
+        key = ref.key(namespace)
         try:
-            resolved = await self.resolve(namespace, name)
+            resolved = await self.resolve(namespace, ref)
         except UnusableConnectionError as problem:
             cached = self._clients.get(key)
             if allow_cached and cached is not None:
@@ -243,9 +283,9 @@ class ConnectionRegistry:
             await cached[1].close()
         return client
 
-    async def forget(self, namespace: str, name: str) -> None:
+    async def forget(self, key: ConnectionKey) -> None:
         async with self._lock:
-            cached = self._clients.pop((namespace, name), None)
+            cached = self._clients.pop(key, None)
         if cached is not None:
             await cached[1].close()
 

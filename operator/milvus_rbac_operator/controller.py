@@ -10,12 +10,14 @@ from typing import Any, cast
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from milvus_rbac_operator import inventory, reconcile, status
+from milvus_rbac_operator import inventory, policy, reconcile, status
 from milvus_rbac_operator.connections import GROUP, VERSION, ConnectionRegistry, KubeAPI
 from milvus_rbac_operator.inventory import BindingRecord
-from milvus_rbac_operator.model import RolePair
+from milvus_rbac_operator.model import CLUSTER_CONNECTION, ConnectionKey, ConnectionRef, RolePair
+from milvus_rbac_operator.policy import Policy
 from milvus_rbac_operator.reconcile import Progress, UnusableConnectionError
 from milvus_rbac_operator.settings import Settings
+from milvus_rbac_operator.status import Reason
 
 
 @dataclass
@@ -31,16 +33,56 @@ class Runtime:
 
 
 @dataclass(frozen=True)
+class ClusterConnectionRecord:
+    """A ClusterMilvusConnection as the inventory sees it: where it points, what it allows."""
+
+    endpoint: str
+    policy: Policy
+
+
+@dataclass(frozen=True)
 class Inventory:
     """kopf's indexes over the live objects (see handlers.py)."""
 
     bindings_by_pair: Mapping[tuple[str, str], Iterable[BindingRecord]]
-    connection_endpoints: Mapping[tuple[str, str], Iterable[str]]
+    connection_endpoints: Mapping[ConnectionKey, Iterable[str]]
+    cluster_connections: Mapping[str, Iterable[ClusterConnectionRecord]]
+    namespace_labels: Mapping[str, Iterable[Mapping[str, str]]]
+
+    def cluster_connection(self, name: str) -> ClusterConnectionRecord | None:
+        return next(iter(self.cluster_connections.get(name, ())), None)
+
+    def labels_of(self, namespace: str) -> Mapping[str, str] | None:
+        return next(iter(self.namespace_labels.get(namespace, ())), None)
+
+    def endpoint_of(self, key: ConnectionKey) -> str | None:
+        if key[0] == "":
+            found = self.cluster_connection(key[1])
+            return found.endpoint if found else None
+        return next(iter(self.connection_endpoints.get(key, ())), None)
+
+    def may_hold(self, record: BindingRecord) -> bool:
+        """Whether a binding's connection (still) lets it hold its desired pair."""
+        desired = record.desired
+        if desired is None or not desired.connection.cluster_scoped:
+            return True
+        found = self.cluster_connection(desired.connection.name)
+        if found is None:  # not seen yet: keep what it may hold rather than revoke too much
+            return True
+        refusal = policy.forbidden(
+            found.policy,
+            desired.connection.name,
+            record.namespace,
+            self.labels_of(record.namespace),
+            desired.username,
+            desired.role_name,
+        )
+        return refusal is None
 
     def holders(
         self, pairs: Iterable[RolePair], namespace: str, me: str
     ) -> dict[RolePair, tuple[str, ...]]:
-        endpoints = _FirstValues(self.connection_endpoints)
+        endpoints = _Endpoints(self)
         return {
             pair: inventory.holders(
                 pair,
@@ -48,25 +90,30 @@ class Inventory:
                 me,
                 self.bindings_by_pair.get((pair.username, pair.role_name), ()),
                 endpoints,
+                self.may_hold,
             )
             for pair in pairs
         }
 
 
-class _FirstValues(Mapping[tuple[str, str], str]):
-    """A kopf index seen as key -> its single value, looked up only for the keys asked for."""
+class _Endpoints(Mapping[ConnectionKey, str]):
+    """Both connection kinds' endpoints, looked up only for the keys asked for."""
 
-    def __init__(self, index: Mapping[tuple[str, str], Iterable[str]]) -> None:
-        self._index = index
+    def __init__(self, live: Inventory) -> None:
+        self._live = live
 
-    def __getitem__(self, key: tuple[str, str]) -> str:
-        return next(iter(self._index[key]), "")
+    def __getitem__(self, key: ConnectionKey) -> str:
+        found = self._live.endpoint_of(key)
+        if found is None:
+            raise KeyError(key)
+        return found
 
-    def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._index)
+    def __iter__(self) -> Iterator[ConnectionKey]:
+        yield from self._live.connection_endpoints
+        yield from (("", name) for name in self._live.cluster_connections)
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._live.connection_endpoints) + len(self._live.cluster_connections)
 
 
 def _record(body: Any, progress: Progress, logger: logging.Logger) -> None:
@@ -100,8 +147,8 @@ def _retry_or_done(runtime: Runtime, progress: Progress, retry: int) -> None:
 
 def _client_for(
     runtime: Runtime, namespace: str, deleting: bool
-) -> Callable[[str], Awaitable[Any]]:
-    async def client_for(connection: str) -> Any:
+) -> Callable[[ConnectionRef], Awaitable[Any]]:
+    async def client_for(connection: ConnectionRef) -> Any:
         return await runtime.connections.client_for(namespace, connection, allow_cached=deleting)
 
     return client_for
@@ -139,6 +186,34 @@ def _timeout(spec: Mapping[str, Any]) -> float | None:
     return float(spec["timeoutSeconds"]) if spec.get("timeoutSeconds") else None
 
 
+async def _policy_refusal(
+    runtime: Runtime, live: Inventory, namespace: str, desired: RolePair
+) -> status.Readiness | None:
+    """Forbidden when the ClusterMilvusConnection's policy does not allow the desired pair.
+
+    The policy and the namespace's labels come from the watch; a GET covers an object created
+    a moment ago that the watch has not delivered yet.
+    """
+    ref = desired.connection
+    if not ref.cluster_scoped:
+        return None
+    found = live.cluster_connection(ref.name)
+    if found is not None:
+        rules = found.policy
+    else:
+        obj = await runtime.kube.connection(namespace, ref)
+        if obj is None:
+            return None  # the add path reports ConnectionNotFound
+        rules = policy.policy_from_spec(obj.get("spec") or {})
+    labels = live.labels_of(namespace)
+    if labels is None:
+        labels = await runtime.kube.namespace_labels(namespace)
+    refusal = policy.forbidden(
+        rules, ref.name, namespace, labels, desired.username, desired.role_name
+    )
+    return None if refusal is None else status.refused(Reason.FORBIDDEN, refusal)
+
+
 async def reconcile_binding(
     runtime: Runtime,
     body: kopf.Body,
@@ -152,17 +227,17 @@ async def reconcile_binding(
     namespace, generation = meta.namespace or "", int(meta.get("generation") or 0)
     desired = RolePair.from_spec(spec)
     applied = RolePair.from_status(current.get("applied"))
+    # Refused before any call: a protected user, or a pair the connection's policy forbids.
     refused = reconcile.refusal(desired, runtime.settings.protected_users)
-    if refused is not None:
-        # Nothing reaches Milvus; a person has to change the spec.
-        patch.status.update(status.binding_status(current, generation, refused, applied, None))
-        kopf.event(body, type="Warning", reason=str(refused.reason), message=refused.message)
-        return
+    if refused is None:
+        refused = await _policy_refusal(runtime, live, namespace, desired)
     claimed = inventory.claimed_pairs(applied, inventory.intent_from(meta.annotations))
     holders = live.holders(
-        [p for p in claimed if p != desired], namespace, f"{namespace}/{meta.name}"
+        [p for p in claimed if p != desired or refused], namespace, f"{namespace}/{meta.name}"
     )
-    calls = reconcile.plan_reconcile(desired, claimed, runtime.settings.protected_users, holders)
+    calls = reconcile.plan_reconcile(
+        desired, claimed, runtime.settings.protected_users, holders, forbidden=bool(refused)
+    )
     progress = await reconcile.execute(
         calls,
         applied,
@@ -172,12 +247,16 @@ async def reconcile_binding(
     )
     _record(body, progress, logger)
     last = progress.answers[-1] if progress.answers else None
-    readiness = progress.readiness
+    readiness = progress.readiness or refused
     if readiness is None and last is not None:
         readiness = status.readiness_from_answer(last, desired)
-    if readiness is None:  # pragma: no cover - a plan always ends with the add
+    if readiness is None:  # pragma: no cover - a plan that is not refused ends with the add
         return
-    # With no call made (connection unusable), the previous resStatus stays as it was.
+    if refused is not None and progress.done:
+        # Nothing to retry: a person changes the spec, or the platform the policy.
+        kopf.event(body, type="Warning", reason=str(refused.reason), message=refused.message)
+        logger.info("%s: %s", refused.reason, refused.message)
+    # With no call made (refused, or connection unusable), the previous resStatus stays.
     changes = status.binding_status(current, generation, readiness, progress.applied, last)
     patch.status.update(changes)
     _retry_or_done(runtime, progress, retry)
@@ -219,21 +298,31 @@ async def finalize_binding(
     _retry_or_done(runtime, progress, retry)
 
 
+def connection_of(body: kopf.Body) -> tuple[str, ConnectionRef]:
+    """(namespace, reference) of a MilvusConnection or ClusterMilvusConnection body."""
+    kind = CLUSTER_CONNECTION if body.get("kind") == CLUSTER_CONNECTION else "MilvusConnection"
+    return body.meta.namespace or "", ConnectionRef(body.meta.name or "", kind)
+
+
+def _state_key(namespace: str, ref: ConnectionRef) -> str:
+    return f"{namespace}/{ref.name}" if namespace else f"{ref.kind}/{ref.name}"
+
+
 async def check_connection(
     runtime: Runtime, body: kopf.Body, patch: kopf.Patch, logger: logging.Logger
 ) -> None:
     """Ready when Milvus is reachable and accepts the credentials; writes status only on change."""
-    namespace, name = body.meta.namespace or "", body.meta.name or ""
+    namespace, ref = connection_of(body)
     generation = int(body.meta.get("generation") or 0)
     secret_name = str((body.spec.get("credentialsSecretRef") or {}).get("name", ""))
     version = ""
     try:
-        client = await runtime.connections.client_for(namespace, name)
+        client = await runtime.connections.client_for(namespace, ref)
         answer, version = await client.get_server_version()
         readiness = status.connection_readiness(answer, version, secret_name)
     except UnusableConnectionError as problem:
         readiness = problem.readiness
-    runtime.connection_states[f"{namespace}/{name}"] = str(readiness.reason)
+    runtime.connection_states[_state_key(namespace, ref)] = str(readiness.reason)
     changes = status.connection_status(body.status, generation, readiness, version)
     if changes:
         patch.status.update(changes)
@@ -253,15 +342,20 @@ def _binding_ref(record: BindingRecord) -> kopf.Body:
 
 
 async def correct_drift(
-    runtime: Runtime, body: kopf.Body, records: Iterable[BindingRecord], logger: logging.Logger
+    runtime: Runtime,
+    body: kopf.Body,
+    records: Iterable[BindingRecord],
+    live: Inventory,
+    logger: logging.Logger,
 ) -> None:
     """One SelectUser listing per connection; re-add the confirmed grants it lacks."""
-    records = [r for r in records if r.ready and r.applied is not None]
+    # A grant the policy no longer allows is never re-added; its binding removes it instead.
+    records = [r for r in records if r.ready and r.applied is not None and live.may_hold(r)]
     if not records:
         return
-    namespace, name = body.meta.namespace or "", body.meta.name or ""
+    namespace, ref = connection_of(body)
     try:
-        client = await runtime.connections.client_for(namespace, name)
+        client = await runtime.connections.client_for(namespace, ref)
     except UnusableConnectionError:
         return  # the connection's own status says why
     listing, granted = await client.list_grants()
@@ -301,7 +395,7 @@ async def release_connection(
     runtime: Runtime, body: kopf.Body, users: Iterable[BindingRecord], retry: int
 ) -> None:
     """A connection goes only when no binding needs it any more to add or remove its grant."""
-    namespace, name = body.meta.namespace or "", body.meta.name or ""
+    namespace, ref = connection_of(body)
     waiting = sorted({r.ref for r in users})
     if waiting:
         shown = ", ".join(waiting[:5]) + (
@@ -311,5 +405,32 @@ async def release_connection(
             f"still used by {len(waiting)} MilvusRoleBinding(s): {shown}",
             delay=min(runtime.settings.retry_max_seconds, 5 * (retry + 1)),
         )
-    await runtime.connections.forget(namespace, name)
-    runtime.connection_states.pop(f"{namespace}/{name}", None)
+    await runtime.connections.forget(ref.key(namespace))
+    runtime.connection_states.pop(_state_key(namespace, ref), None)
+
+
+async def request_policy_checks(
+    runtime: Runtime, records: Iterable[BindingRecord], live: Inventory, logger: logging.Logger
+) -> None:
+    """After a policy or namespace-label change: wake the bindings whose verdict changed.
+
+    Only an annotation is written; each binding's own handler then adds or removes its grant,
+    so a binding is never reconciled by two writers at once.
+    """
+    for record in records:
+        desired = record.desired
+        if record.deleting or desired is None or not desired.connection.cluster_scoped:
+            continue
+        found = live.cluster_connection(desired.connection.name)
+        if found is None:
+            continue
+        labels = live.labels_of(record.namespace)
+        digest = policy.verdict_digest(found.policy, labels)
+        if not inventory.needs_policy_check(record, live.may_hold(record), digest):
+            continue
+        try:
+            await runtime.kube.request_policy_check(record.namespace, record.name, digest)
+        except ApiException as exc:  # deleted meanwhile: nothing to check
+            logger.info("policy check of %s not requested: %s", record.ref, exc.reason)
+            continue
+        logger.info("policy check requested for %s", record.ref)

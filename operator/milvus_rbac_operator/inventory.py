@@ -7,16 +7,20 @@ here is memory of the operator's own.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from milvus_rbac_operator.model import RolePair
+from milvus_rbac_operator.model import ConnectionKey, RolePair
+from milvus_rbac_operator.status import Reason
 
 # The pair a binding is about to add, written before the call: after a crash between Milvus's
 # yes and the status write, this is how the grant is still found and removed later.
 INTENT_ANNOTATION = "rbac.milvus.io/intent"
+# Set by the operator when a ClusterMilvusConnection's policy (or a namespace's labels) changed
+# what a binding may hold: the binding's own handler then reconciles it, so only one writer acts.
+RECONCILE_REQUEST_ANNOTATION = "rbac.milvus.io/policy-check"
 
 
 def intent_from(annotations: Mapping[str, str] | None) -> RolePair | None:
@@ -67,6 +71,8 @@ class BindingRecord:
     deleting: bool
     ready: bool
     conditions: tuple[Mapping[str, Any], ...] = ()
+    ready_reason: str = ""
+    policy_check: str = ""
 
     @property
     def ref(self) -> str:
@@ -85,7 +91,8 @@ def binding_record(
     except (KeyError, TypeError):
         desired = None
     conditions = tuple(dict(c) for c in status.get("conditions") or () if isinstance(c, Mapping))
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    ready_condition = next((c for c in conditions if c.get("type") == "Ready"), {})
+    annotations = meta.get("annotations") or {}
     return BindingRecord(
         namespace=namespace,
         name=name,
@@ -94,8 +101,10 @@ def binding_record(
         desired=desired,
         applied=RolePair.from_status(status.get("applied")),
         deleting=bool(meta.get("deletionTimestamp")),
-        ready=ready,
+        ready=ready_condition.get("status") == "True",
         conditions=conditions,
+        ready_reason=str(ready_condition.get("reason") or ""),
+        policy_check=str(annotations.get(RECONCILE_REQUEST_ANNOTATION) or ""),
     )
 
 
@@ -104,10 +113,16 @@ def holders(
     namespace: str,
     me: str,
     candidates: Iterable[BindingRecord],
-    endpoint_of: Mapping[tuple[str, str], str],
+    endpoint_of: Mapping[ConnectionKey, str],
+    may_hold: Callable[[BindingRecord], bool] = lambda _: True,
 ) -> tuple[str, ...]:
-    """Other live bindings whose spec wants `pair` on the same Milvus: its removal must wait."""
-    mine = endpoint_of.get((namespace, pair.connection), f"{namespace}/{pair.connection}")
+    """Other live bindings whose spec wants `pair` on the same Milvus: its removal must wait.
+
+    `may_hold` leaves out bindings their connection's policy no longer allows: otherwise two
+    bindings that a tightened policy forbids would each keep the grant for the other.
+    """
+    key = pair.connection.key(namespace)
+    mine = endpoint_of.get(key, f"{key[0]}/{key[1]}")
     wanted = []
     for record in candidates:
         desired = record.desired
@@ -115,10 +130,9 @@ def holders(
             continue
         if (desired.username, desired.role_name) != (pair.username, pair.role_name):
             continue
-        theirs = endpoint_of.get(
-            (record.namespace, desired.connection), f"{record.namespace}/{desired.connection}"
-        )
-        if theirs == mine:
+        theirs_key = desired.connection.key(record.namespace)
+        theirs = endpoint_of.get(theirs_key, f"{theirs_key[0]}/{theirs_key[1]}")
+        if theirs == mine and may_hold(record):
             wanted.append(record.ref)
     return tuple(sorted(set(wanted)))
 
@@ -137,12 +151,23 @@ def drifted(
     return missing
 
 
-def connections_used(record: BindingRecord, intent: RolePair | None) -> set[tuple[str, str]]:
-    """(namespace, connection) of every pair the binding wants or may still have to remove."""
+def connections_used(record: BindingRecord, intent: RolePair | None) -> set[ConnectionKey]:
+    """Every connection the binding wants or may still have to remove a grant through."""
     pairs = [p for p in (record.desired, record.applied, intent) if p is not None]
-    return {(record.namespace, pair.connection) for pair in pairs}
+    return {pair.connection.key(record.namespace) for pair in pairs}
 
 
 def pair_keys(record: BindingRecord) -> set[tuple[str, str]]:
     """(username, roleName) the binding wants: what a removal elsewhere must respect."""
     return {(record.desired.username, record.desired.role_name)} if record.desired else set()
+
+
+def needs_policy_check(record: BindingRecord, allowed: bool, digest: str) -> bool:
+    """Whether the policy's verdict on a binding differs from what its status shows.
+
+    `digest` names the verdict's inputs: a request already made for them is not made again.
+    """
+    if record.deleting or record.policy_check == digest:
+        return False
+    shows_forbidden = record.ready_reason == Reason.FORBIDDEN
+    return allowed == shows_forbidden

@@ -79,6 +79,7 @@ _UNAVAILABLE = re.compile(
 _TIMEOUT = re.compile(r"timeout|timed out|deadline exceeded", re.I)
 _RATE = re.compile(r"rate limit|RateLimit|too many requests", re.I)
 _INVALID = re.compile(r"invalid|IllegalArgument|illegal", re.I)
+_TLS = re.compile(r"ssl|tls|handshake|certificate", re.I)
 
 _GRPC_OUTCOMES = {
     "UNAUTHENTICATED": Outcome.UNAUTHENTICATED,
@@ -108,6 +109,9 @@ def classify(code: int, error_code: str, reason: str, grpc_status: str = "") -> 
     """What one answer means. Specific meanings (user or role absent) win over generic codes."""
     if code == _SUCCESS_CODE and error_code in ("", _SUCCESS_ERROR_CODE) and not grpc_status:
         return Outcome.SUCCESS
+    # gRPC reports a failed handshake as UNAVAILABLE; retrying fast would not fix a wrong CA.
+    if _TLS.search(reason):
+        return Outcome.TLS
     if grpc_status in _GRPC_OUTCOMES:
         return _GRPC_OUTCOMES[grpc_status]
     for pattern, outcome in (

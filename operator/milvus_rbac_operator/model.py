@@ -8,36 +8,72 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+NAMESPACED_CONNECTION = "MilvusConnection"
+CLUSTER_CONNECTION = "ClusterMilvusConnection"
+# Where a connection lives: (namespace, name); cluster-scoped ones have no namespace.
+ConnectionKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ConnectionRef:
+    """A binding's connectionRef: a MilvusConnection in its namespace, or a cluster one."""
+
+    name: str
+    kind: str = NAMESPACED_CONNECTION
+
+    @property
+    def cluster_scoped(self) -> bool:
+        return self.kind == CLUSTER_CONNECTION
+
+    def key(self, namespace: str) -> ConnectionKey:
+        return ("", self.name) if self.cluster_scoped else (namespace, self.name)
+
+    @classmethod
+    def from_spec(cls, ref: Any) -> ConnectionRef:
+        return cls(str(ref["name"]), str(ref.get("kind") or NAMESPACED_CONNECTION))
+
+    def __str__(self) -> str:
+        return f"{CLUSTER_CONNECTION} {self.name}" if self.cluster_scoped else self.name
+
 
 @dataclass(frozen=True)
 class RolePair:
-    """One user in one role, on one MilvusConnection (named in the binding's namespace)."""
+    """One user in one role, through one connection (named from the binding's namespace)."""
 
-    connection: str
+    connection: ConnectionRef
     username: str
     role_name: str
 
     def to_status(self) -> dict[str, str]:
-        return {
-            "connection": self.connection,
+        shown = {
+            "connection": self.connection.name,
             "username": self.username,
             "roleName": self.role_name,
         }
+        if self.connection.cluster_scoped:
+            shown["connectionKind"] = self.connection.kind
+        return shown
 
     @classmethod
     def from_status(cls, applied: Any) -> RolePair | None:
         if not isinstance(applied, Mapping):
             return None
         try:
-            return cls(
-                str(applied["connection"]), str(applied["username"]), str(applied["roleName"])
+            connection = ConnectionRef(
+                str(applied["connection"]),
+                str(applied.get("connectionKind") or NAMESPACED_CONNECTION),
             )
+            return cls(connection, str(applied["username"]), str(applied["roleName"]))
         except KeyError:
             return None
 
     @classmethod
     def from_spec(cls, spec: Any) -> RolePair:
-        return cls(str(spec["connectionRef"]["name"]), str(spec["username"]), str(spec["roleName"]))
+        return cls(
+            ConnectionRef.from_spec(spec["connectionRef"]),
+            str(spec["username"]),
+            str(spec["roleName"]),
+        )
 
     def __str__(self) -> str:
         return f"user {self.username} in role {self.role_name} (connection {self.connection})"
@@ -64,6 +100,7 @@ class Outcome(enum.Enum):
     PERMISSION_DENIED = "permission denied"
     RATE_LIMITED = "rate limited"
     INVALID = "invalid"
+    TLS = "TLS handshake failed"
     FAILED = "failed"
 
     @property

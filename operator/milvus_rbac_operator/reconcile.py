@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from milvus_rbac_operator import status
-from milvus_rbac_operator.model import Operation, Outcome, ResStatus, RolePair
+from milvus_rbac_operator.model import ConnectionRef, Operation, Outcome, ResStatus, RolePair
 from milvus_rbac_operator.status import Readiness, Reason
 
 DELETION_POLICY_ORPHAN = "Orphan"
@@ -40,19 +40,22 @@ def plan_reconcile(
     claimed: list[RolePair],
     protected_users: frozenset[str],
     holders: Mapping[RolePair, tuple[str, ...]],
+    forbidden: bool = False,
 ) -> list[Call]:
     """Remove every claimed pair the spec moved away from, then add the desired one.
 
     `claimed` is status.applied plus the last intent (see inventory.py). The add is made even
     when it is already applied: AddUserToRole is idempotent, and this is how a resume or a retry
-    confirms the grant is really there.
+    confirms the grant is really there. When the connection's policy forbids the desired pair,
+    it is not added, and removed if this binding had established it (the policy was tightened).
     """
     calls = [
         Call(Operation.REMOVE_USER_FROM_ROLE, pair, holders.get(pair, ()))
         for pair in claimed
-        if pair != desired and pair.username not in protected_users
+        if (pair != desired or forbidden) and pair.username not in protected_users
     ]
-    calls.append(Call(Operation.ADD_USER_TO_ROLE, desired))
+    if not forbidden:
+        calls.append(Call(Operation.ADD_USER_TO_ROLE, desired))
     return calls
 
 
@@ -122,7 +125,7 @@ class Progress:
 async def execute(
     calls: list[Call],
     applied: RolePair | None,
-    client_for: Callable[[str], Awaitable[RBACClient]],
+    client_for: Callable[[ConnectionRef], Awaitable[RBACClient]],
     timeout: float | None,
     before_add: Callable[[RolePair], Awaitable[None]] | None = None,
 ) -> Progress:

@@ -21,6 +21,10 @@ from milvus_rbac_operator.model import (
 )
 
 READY = "Ready"
+# kstatus's abnormal-true conditions, present only while true, so that kstatus, Flux and Argo CD
+# tell a binding that is still converging (Reconciling) from one only a person can fix (Stalled).
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
 _MAX_MESSAGE = 4096
 
 
@@ -40,6 +44,29 @@ class Reason(enum.StrEnum):
     CONNECTION_NOT_FOUND = "ConnectionNotFound"
     SECRET_NOT_FOUND = "SecretNotFound"
     SECRET_INVALID = "SecretInvalid"
+    FORBIDDEN = "Forbidden"
+    HOST_NOT_ALLOWED = "HostNotAllowed"
+    TLS_ERROR = "TLSError"
+
+
+# Not ready for a reason that only a person can fix: retried at the slow pace, and Stalled.
+# Every other reason is retried with backoff and shows as Reconciling.
+NEEDS_A_PERSON = frozenset(
+    {
+        Reason.USER_NOT_FOUND,
+        Reason.ROLE_NOT_FOUND,
+        Reason.UNAUTHENTICATED,
+        Reason.PERMISSION_DENIED,
+        Reason.INVALID_NAME,
+        Reason.PROTECTED_USER,
+        Reason.CONNECTION_NOT_FOUND,
+        Reason.SECRET_NOT_FOUND,
+        Reason.SECRET_INVALID,
+        Reason.FORBIDDEN,
+        Reason.HOST_NOT_ALLOWED,
+        Reason.TLS_ERROR,
+    }
+)
 
 
 _OUTCOME_REASONS = {
@@ -52,6 +79,7 @@ _OUTCOME_REASONS = {
     Outcome.UNAUTHENTICATED: Reason.UNAUTHENTICATED,
     Outcome.PERMISSION_DENIED: Reason.PERMISSION_DENIED,
     Outcome.INVALID: Reason.INVALID_NAME,
+    Outcome.TLS: Reason.TLS_ERROR,
     Outcome.FAILED: Reason.MILVUS_ERROR,
 }
 
@@ -63,6 +91,7 @@ _HINTS = {
     Outcome.RATE_LIMITED: "retrying with backoff",
     Outcome.UNAUTHENTICATED: "fix the credentials in the connection's Secret",
     Outcome.PERMISSION_DENIED: "the connection's Milvus user may not manage roles",
+    Outcome.TLS: "check spec.tls (CA and server name) of the connection; no plaintext fallback",
 }
 
 
@@ -126,6 +155,22 @@ def merge_condition(
     return [c for c in existing if c.get("type") != condition_type] + [condition]
 
 
+def merge_conditions(
+    conditions: Any, readiness: Readiness, generation: int, now: datetime.datetime | None = None
+) -> list[dict[str, Any]]:
+    """Ready, plus Reconciling or Stalled while not ready (kstatus), each only while true."""
+    merged = merge_condition(conditions, readiness, generation, now)
+    stalled = not readiness.ready and readiness.reason in NEEDS_A_PERSON
+    reconciling = not readiness.ready and not stalled
+    for condition_type, holds in ((RECONCILING, reconciling), (STALLED, stalled)):
+        if holds:
+            marked = Readiness(True, readiness.reason, readiness.message)
+            merged = merge_condition(merged, marked, generation, now, condition_type)
+        else:
+            merged = [c for c in merged if c.get("type") != condition_type]
+    return merged
+
+
 def binding_status(
     current: Any,
     generation: int,
@@ -139,7 +184,7 @@ def binding_status(
     patch: dict[str, Any] = {
         "observedGeneration": generation,
         "applied": applied.to_status() if applied else None,
-        "conditions": merge_condition(current.get("conditions"), readiness, generation),
+        "conditions": merge_conditions(current.get("conditions"), readiness, generation),
     }
     if answer is not None:
         patch["resStatus"] = answer.to_status()
@@ -153,7 +198,7 @@ def connection_status(
     current = dict(current) if isinstance(current, Mapping) else {}
     patch: dict[str, Any] = {
         "observedGeneration": generation,
-        "conditions": merge_condition(current.get("conditions"), readiness, generation),
+        "conditions": merge_conditions(current.get("conditions"), readiness, generation),
     }
     if server_version:
         patch["serverVersion"] = server_version

@@ -31,7 +31,13 @@ OPERATOR_ENV = {
     "MRBO_NOT_FOUND_RETRY_SECONDS": "2",
     "MRBO_CONNECTION_CHECK_SECONDS": "2",
     "MRBO_DRIFT_INTERVAL_SECONDS": "3",
+    # Tests reach Milvus on loopback only; 127.0.0.2 stands for a host tenants must not reach.
+    "MRBO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+    "MRBO_OPERATOR_NAMESPACE": "milvus-rbac-operator",
+    "MRBO_PROTECTED_USERS": "svc_guard",
 }
+RBAC = Path(__file__).resolve().parents[2] / "deploy" / "rbac"
+SHIPPED_IDENTITY = "milvus-rbac-operator"
 
 
 def eventually(probe: Callable[[], T], what: str, timeout: float = 60, interval: float = 0.25) -> T:
@@ -48,7 +54,7 @@ def eventually(probe: Callable[[], T], what: str, timeout: float = 60, interval:
 
 @dataclass
 class Cluster:
-    kubeconfig: Path
+    kubeconfig: Path  # cluster-admin: what the tests themselves act as
 
     def __post_init__(self) -> None:
         api = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
@@ -72,6 +78,17 @@ class Cluster:
             raise
         return found
 
+    def get_cluster(self, plural: str, name: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.custom.get_cluster_custom_object(
+                GROUP, VERSION, plural, name
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return found
+
     def binding(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get("milvusrolebindings", namespace, name)
 
@@ -80,6 +97,66 @@ class Cluster:
             namespace, field_selector=f"involvedObject.name={name}"
         )
         return sorted(listed.items, key=lambda e: e.last_timestamp or e.event_time or 0)
+
+
+def wait_reason(
+    cluster: Cluster, plural: str, namespace: str, name: str, reason: str, timeout: float = 60
+) -> dict[str, Any]:
+    """The object once its Ready condition has `reason` (cluster-scoped when no namespace)."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = (
+            cluster.get(plural, namespace, name) if namespace else cluster.get_cluster(plural, name)
+        )
+        return obj if (ready(obj) or {}).get("reason") == reason else None
+
+    found: dict[str, Any] = eventually(probe, f"{plural} {name} reason {reason}", timeout)
+    return found
+
+
+def operator_identity(
+    cluster: Cluster, workdir: Path, name: str = SHIPPED_IDENTITY, namespaces: tuple[str, ...] = ()
+) -> Path:
+    """A kubeconfig holding a ServiceAccount token with exactly deploy/rbac's rules.
+
+    `name` renames the ServiceAccount, its namespace and its roles (the shipped manifests use
+    milvus-rbac-operator for all). With `namespaces`, the namespaced rules are bound in those
+    namespaces only (namespaced.yaml), else everywhere (all-namespaces.yaml).
+    """
+
+    def manifest(file: str, namespace: str = "") -> str:
+        text = (RBAC / file).read_text().replace(SHIPPED_IDENTITY, name)
+        return text.replace("namespace: team-a", f"namespace: {namespace}") if namespace else text
+
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    documents = [manifest("operator.yaml")]
+    if namespaces:
+        documents += [manifest("namespaced.yaml", ns) for ns in namespaces]
+    else:
+        documents.append(manifest("all-namespaces.yaml"))
+    cluster.kubectl("apply", "-f", "-", stdin="\n---\n".join(documents))
+    token = cluster.kubectl("create", "token", name, f"--namespace={name}", "--duration=12h")
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    entry = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [entry],
+        "users": [{"name": name, "user": {"token": token.stdout.strip()}}],
+        "contexts": [
+            {
+                "name": name,
+                # Events about cluster-scoped objects go to the context's namespace.
+                "context": {"cluster": entry["name"], "user": name, "namespace": name},
+            }
+        ],
+        "current-context": name,
+    }
+    path = workdir / f"kubeconfig-{name}"
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
 
 
 def ready(obj: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -164,11 +241,17 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: Cluster, local_env: LocalEnvironment) -> Path:
+    """The operator's own identity: the shipped ServiceAccount and RBAC, nothing more."""
+    return operator_identity(cluster, local_env.workdir)
+
+
+@pytest.fixture(scope="session")
 def operator(
-    cluster: Cluster, milvus: EmbeddedMilvus, local_env: LocalEnvironment
+    operator_kubeconfig: Path, milvus: EmbeddedMilvus, local_env: LocalEnvironment
 ) -> Iterator[OperatorProcess]:
     env = {**OPERATOR_ENV, "MRBO_HEALTH_LISTEN": f"127.0.0.1:{processes.free_port()}"}
-    process = OperatorProcess(cluster.kubeconfig, local_env.workdir / "operator.log", env)
+    process = OperatorProcess(operator_kubeconfig, local_env.workdir / "operator.log", env)
     process.start()
     yield process
     process.stop()

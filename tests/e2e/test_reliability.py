@@ -144,8 +144,11 @@ def test_shared_grant_stays_until_the_last_binding_goes(
     operator.start()
     cluster.kubectl("delete", "mrb", "first", f"-n={team_a}", "--timeout=60s")
     assert roles_of(milvus_admin, user) == {role}
-    skipped = [e for e in cluster.events(team_a, "first") if e.reason == "RemovalSkipped"]
-    assert skipped
+    skipped = eventually(  # Events are posted in the background
+        lambda: [e for e in cluster.events(team_a, "first") if e.reason == "RemovalSkipped"],
+        "the RemovalSkipped event",
+        10,
+    )
     assert f"still wanted by {team_a}/second, {team_b}/third" in skipped[-1].message
 
     cluster.kubectl(
@@ -532,3 +535,82 @@ def test_namespace_deletion_while_milvus_is_gone_has_the_orphan_way_out(
     finally:
         running_milvus.start()
     assert granted(milvus_admin, users) == {(u, role) for u in users}  # orphaned, as asked
+
+
+def test_sigterm_finishes_the_call_in_flight_and_writes_its_status(
+    cluster: Cluster,
+    namespace: str,
+    black_hole: int,
+    operator: OperatorProcess,
+) -> None:
+    cluster.apply(
+        secret(namespace, "creds", username="root", password="Milvus"),
+        connection(namespace, "slow", f"http://127.0.0.1:{black_hole}", "creds"),
+        binding(
+            namespace, "in-flight", "alice", "reader", connection_name="slow", timeoutSeconds=4
+        ),
+    )
+    eventually(
+        lambda: (
+            f"[{namespace}/in-flight]" in operator.log_text()
+            or cluster.binding(namespace, "in-flight") is not None
+        ),
+        "the binding to exist",
+    )
+    time.sleep(1.5)  # AddUserToRole is now waiting on a Milvus that never answers
+    operator.stop()  # SIGTERM
+    try:
+        assert operator.proc.returncode == 0
+        obj = cluster.binding(namespace, "in-flight")
+        assert obj is not None
+        res = obj["status"].get("resStatus", {})  # written by the operator on its way out
+        assert (res.get("operation"), res.get("errorCode")) == ("AddUserToRole", "Timeout")
+        assert ready(obj)["reason"] == "MilvusUnavailable"
+    finally:
+        operator.start()
+
+
+def test_a_deletion_writes_nothing_but_the_finalizer_release(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    """Extra writes to an object being deleted hang Argo CD's foreground deletion elsewhere."""
+    user, role = make_user(), make_role()
+    cluster.apply(binding(namespace, "quiet-exit", user, role))
+    before = wait_ready(cluster, namespace, "quiet-exit")
+    seen: list[dict[str, Any]] = []
+    watch = kubernetes.watch.Watch()
+    done = threading.Event()
+
+    def follow() -> None:
+        for event in watch.stream(
+            cluster.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "milvusrolebindings",
+            field_selector="metadata.name=quiet-exit",
+            resource_version=before["metadata"]["resourceVersion"],
+            timeout_seconds=60,
+        ):
+            seen.append(event)
+            if event["type"] == "DELETED":
+                break
+        done.set()
+
+    follower = threading.Thread(target=follow, daemon=True)
+    follower.start()
+    cluster.kubectl("delete", "mrb", "quiet-exit", f"-n={namespace}", "--timeout=60s")
+    assert done.wait(60)
+    watch.stop()
+    assert roles_of(milvus_admin, user) == set()
+    modified = [e["object"] for e in seen if e["type"] == "MODIFIED"]
+    # The deletion mark itself, then at most the finalizer's release: no status, no annotations.
+    for obj in modified:
+        assert obj.get("status") == before.get("status"), obj.get("status")
+        assert obj["metadata"].get("annotations") == before["metadata"].get("annotations")
+    assert len(modified) <= 2, [e["metadata"].get("finalizers") for e in modified]

@@ -43,7 +43,7 @@ def test_only_the_leader_acts_and_the_standby_takes_over(
         "MRBO_LEASE_RENEW_SECONDS": "1",
     }
     replicas = [
-        OperatorProcess(cluster.kubeconfig, local_env.workdir / f"replica-{i}.log", env)
+        OperatorProcess(operator.kubeconfig, local_env.workdir / f"replica-{i}.log", env)
         for i in range(2)
     ]
     users, role = [make_user() for _ in range(6)], make_role()

@@ -12,7 +12,7 @@ from pymilvus import MilvusClient
 from milvus_rbac_operator.devenv.milvus_server import ROOT_PASSWORD, ROOT_USERNAME, EmbeddedMilvus
 from milvus_rbac_operator.milvus import Credentials, Endpoint, MilvusRBAC
 from milvus_rbac_operator.model import Operation, Outcome
-from tests.conftest import roles_of
+from tests.conftest import TLSMilvus, roles_of
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -24,9 +24,16 @@ def run(
     uri: str,
     credentials: Credentials = ROOT,
     timeout: float = 10,
+    ca_pem: bytes = b"",
 ) -> T:
     async def go() -> T:
-        rbac = MilvusRBAC(Endpoint(uri=uri, timeout_seconds=timeout), credentials)
+        endpoint = Endpoint(
+            uri=uri,
+            timeout_seconds=timeout,
+            ca_pem=ca_pem,
+            server_name="localhost" if ca_pem else "",
+        )
+        rbac = MilvusRBAC(endpoint, credentials)
         try:
             return await make(rbac)
         finally:
@@ -170,3 +177,37 @@ def test_embedded_milvus_allows_more_than_the_default_limits(
     users = [make_user() for _ in range(101)]
     assert set(roles) <= set(milvus_admin.list_roles())
     assert set(users) <= set(milvus_admin.list_users())
+
+
+def test_tls_with_the_right_ca_connects_and_grants(
+    tls_milvus: TLSMilvus, unique: Callable[[str], str]
+) -> None:
+    uri, ca = tls_milvus.server.uri, tls_milvus.ca_pem
+    answer, version = run(lambda m: m.get_server_version(), uri, ca_pem=ca)
+    assert answer.succeeded, answer
+    assert version.startswith("v2.3.5")
+    admin = tls_milvus.admin()
+    try:
+        user, role = unique("tls_user"), unique("tls_role")
+        admin.create_user(user, f"{user}-pw")
+        admin.create_role(role)
+        granted = run(lambda m: m.add_user_to_role(user, role), uri, ca_pem=ca)
+        assert granted.succeeded, granted
+        assert roles_of(admin, user) == {role}
+    finally:
+        admin.close()
+
+
+def test_tls_with_a_ca_that_did_not_sign_fails_as_a_tls_error(tls_milvus: TLSMilvus) -> None:
+    uri = tls_milvus.server.uri
+    answer, _ = run(
+        lambda m: m.get_server_version(), uri, ca_pem=tls_milvus.other_ca_pem, timeout=5
+    )
+    assert answer.outcome is Outcome.TLS, answer
+    assert not answer.outcome.transient  # a wrong CA does not fix itself
+
+
+def test_plaintext_to_a_tls_server_does_not_get_through(tls_milvus: TLSMilvus) -> None:
+    plain = tls_milvus.server.uri.replace("https://localhost", "http://127.0.0.1")
+    answer, _ = run(lambda m: m.get_server_version(), plain, timeout=5)
+    assert not answer.succeeded

@@ -8,9 +8,9 @@ import pytest
 
 from milvus_rbac_operator import inventory
 from milvus_rbac_operator.inventory import BindingRecord
-from milvus_rbac_operator.model import RolePair
+from milvus_rbac_operator.model import ConnectionRef, RolePair
 
-PAIR = RolePair("milvus", "alice", "reader")
+PAIR = RolePair(ConnectionRef("milvus"), "alice", "reader")
 
 
 def record(
@@ -37,14 +37,16 @@ ENDPOINTS = {
     [
         pytest.param(record("team-a", "twin", PAIR), ("team-a/twin",), id="same namespace"),
         pytest.param(
-            record("team-b", "twin", RolePair("prod", "alice", "reader")),
+            record("team-b", "twin", RolePair(ConnectionRef("prod"), "alice", "reader")),
             ("team-b/twin",),
             id="other namespace, same Milvus",
         ),
         pytest.param(record("team-c", "twin", PAIR), (), id="other Milvus"),
         pytest.param(record("team-a", "twin", PAIR, deleting=True), (), id="being deleted"),
         pytest.param(
-            record("team-a", "twin", RolePair("milvus", "alice", "writer")), (), id="other role"
+            record("team-a", "twin", RolePair(ConnectionRef("milvus"), "alice", "writer")),
+            (),
+            id="other role",
         ),
         pytest.param(record("team-a", "twin", None), (), id="unreadable spec"),
         pytest.param(record("team-a", "me", PAIR), (), id="itself"),
@@ -69,7 +71,7 @@ def test_endpoint_key_normalises_the_uri(spec: dict[str, Any], key: str) -> None
 
 
 def test_drifted_lists_ready_bindings_whose_grant_is_missing() -> None:
-    writer = RolePair("milvus", "bob", "writer")
+    writer = RolePair(ConnectionRef("milvus"), "bob", "writer")
     records = [
         record("ns", "present", PAIR, applied=PAIR),
         record("ns", "missing", writer, applied=writer),
@@ -89,7 +91,7 @@ def test_intent_round_trips_through_the_annotation() -> None:
 
 
 def test_claimed_pairs_deduplicates_in_order() -> None:
-    other = RolePair("milvus", "bob", "reader")
+    other = RolePair(ConnectionRef("milvus"), "bob", "reader")
     assert inventory.claimed_pairs(PAIR, PAIR) == [PAIR]
     assert inventory.claimed_pairs(PAIR, other) == [PAIR, other]
     assert inventory.claimed_pairs(None, None) == []
@@ -110,7 +112,7 @@ def test_record_from_a_binding_body() -> None:
         3,
     )
     assert inventory.pair_keys(rec) == {("alice", "reader")}
-    assert inventory.connections_used(rec, RolePair("old", "alice", "reader")) == {
+    assert inventory.connections_used(rec, RolePair(ConnectionRef("old"), "alice", "reader")) == {
         ("ns", "milvus"),
         ("ns", "old"),
     }

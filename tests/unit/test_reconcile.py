@@ -7,16 +7,23 @@ import asyncio
 import pytest
 
 from milvus_rbac_operator import reconcile
-from milvus_rbac_operator.model import Operation, Outcome, ResStatus, RolePair, utcnow
+from milvus_rbac_operator.model import (
+    ConnectionRef,
+    Operation,
+    Outcome,
+    ResStatus,
+    RolePair,
+    utcnow,
+)
 from milvus_rbac_operator.reconcile import Call, UnusableConnectionError
 from milvus_rbac_operator.status import Readiness, Reason
 
 ADD, REMOVE = Operation.ADD_USER_TO_ROLE, Operation.REMOVE_USER_FROM_ROLE
 PROTECTED = frozenset({"root"})
-ALICE_READER = RolePair("milvus", "alice", "reader")
-ALICE_WRITER = RolePair("milvus", "alice", "writer")
-BOB_READER = RolePair("milvus", "bob", "reader")
-ALICE_READER_ELSEWHERE = RolePair("other", "alice", "reader")
+ALICE_READER = RolePair(ConnectionRef("milvus"), "alice", "reader")
+ALICE_WRITER = RolePair(ConnectionRef("milvus"), "alice", "writer")
+BOB_READER = RolePair(ConnectionRef("milvus"), "bob", "reader")
+ALICE_READER_ELSEWHERE = RolePair(ConnectionRef("other"), "alice", "reader")
 
 
 @pytest.mark.parametrize(
@@ -49,7 +56,7 @@ ALICE_READER_ELSEWHERE = RolePair("other", "alice", "reader")
         ),
         pytest.param(
             ALICE_READER,
-            RolePair("milvus", "root", "admin"),
+            RolePair(ConnectionRef("milvus"), "root", "admin"),
             [Call(ADD, ALICE_READER)],
             id="a protected applied user is never removed",
         ),
@@ -66,7 +73,12 @@ def test_plan_reconcile(desired: RolePair, applied: RolePair | None, expected: l
         pytest.param(ALICE_READER, "Delete", [Call(REMOVE, ALICE_READER)], id="delete removes"),
         pytest.param(ALICE_READER, "Orphan", [], id="orphan leaves the grant"),
         pytest.param(None, "Delete", [], id="nothing applied, nothing to remove"),
-        pytest.param(RolePair("milvus", "root", "admin"), "Delete", [], id="root is never revoked"),
+        pytest.param(
+            RolePair(ConnectionRef("milvus"), "root", "admin"),
+            "Delete",
+            [],
+            id="root is never revoked",
+        ),
     ],
 )
 def test_plan_release(applied: RolePair | None, policy: str, expected: list[Call]) -> None:
@@ -75,7 +87,7 @@ def test_plan_release(applied: RolePair | None, policy: str, expected: list[Call
 
 
 def test_binding_for_root_is_refused() -> None:
-    refused = reconcile.refusal(RolePair("milvus", "root", "reader"), PROTECTED)
+    refused = reconcile.refusal(RolePair(ConnectionRef("milvus"), "root", "reader"), PROTECTED)
     assert refused is not None
     assert refused.reason is Reason.PROTECTED_USER
     assert "root" in refused.message
@@ -125,7 +137,7 @@ class ScriptedMilvus:
         self.connection, self.outcomes, self.log = connection, outcomes, log
 
     async def _answer(self, operation: Operation, username: str, role: str) -> ResStatus:
-        pair = RolePair(self.connection, username, role)
+        pair = RolePair(ConnectionRef(self.connection), username, role)
         self.log.append((self.connection, Call(operation, pair)))
         return answer(operation, pair, self.outcomes.pop(0))
 
@@ -148,14 +160,14 @@ def run_plan(
 ) -> tuple[reconcile.Progress, list[tuple[str, Call]]]:
     log: list[tuple[str, Call]] = []
 
-    async def client_for(connection: str) -> ScriptedMilvus:
-        if connection in missing_connections:
+    async def client_for(connection: ConnectionRef) -> ScriptedMilvus:
+        if connection.name in missing_connections:
             raise UnusableConnectionError(
                 Readiness(
                     False, Reason.CONNECTION_NOT_FOUND, f"MilvusConnection {connection} not found"
                 )
             )
-        return ScriptedMilvus(connection, outcomes, log)
+        return ScriptedMilvus(connection.name, outcomes, log)
 
     return asyncio.run(reconcile.execute(calls, applied, client_for, timeout=None)), log
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 
 from milvus_rbac_operator import status
-from milvus_rbac_operator.model import Operation, Outcome, ResStatus, RolePair
+from milvus_rbac_operator.model import ConnectionRef, Operation, Outcome, ResStatus, RolePair
 from milvus_rbac_operator.status import Readiness, Reason
 
-PAIR = RolePair("milvus", "alice", "reader")
+PAIR = RolePair(ConnectionRef("milvus"), "alice", "reader")
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 T1 = T0 + datetime.timedelta(minutes=5)
 
@@ -132,3 +132,30 @@ def test_status_given_as_read_only_mapping_is_understood() -> None:
     after = status.binding_status(MappingProxyType(before), 1, failing, None, None)
     assert after["conditions"][0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
     assert RolePair.from_status(MappingProxyType(PAIR.to_status())) == PAIR
+
+
+def types_of(conditions: list[dict[str, object]]) -> dict[object, object]:
+    return {c["type"]: c["status"] for c in conditions}
+
+
+def test_transient_failure_is_reconciling_not_stalled() -> None:
+    readiness = Readiness(False, Reason.MILVUS_UNAVAILABLE, "down")
+    merged = status.merge_conditions([], readiness, 1, T0)
+    assert types_of(merged) == {"Ready": "False", "Reconciling": "True"}
+
+
+def test_failure_a_person_must_fix_is_stalled() -> None:
+    readiness = Readiness(False, Reason.FORBIDDEN, "policy")
+    merged = status.merge_conditions([], readiness, 1, T0)
+    assert types_of(merged) == {"Ready": "False", "Stalled": "True"}
+    assert merged[-1]["reason"] == "Forbidden"
+
+
+def test_ready_drops_reconciling_and_stalled() -> None:
+    stalled = status.merge_conditions([], Readiness(False, Reason.USER_NOT_FOUND, "x"), 1, T0)
+    reconciling = status.merge_conditions(
+        stalled, Readiness(False, Reason.MILVUS_UNAVAILABLE, "y"), 1, T0
+    )
+    assert types_of(reconciling) == {"Ready": "False", "Reconciling": "True"}
+    ready = status.merge_conditions(reconciling, Readiness(True, Reason.GRANTED, "z"), 1, T1)
+    assert types_of(ready) == {"Ready": "True"}

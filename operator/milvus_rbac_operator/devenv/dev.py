@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -49,7 +50,13 @@ def example_connection(uri: str) -> str:
     return yaml.safe_dump_all(documents)
 
 
+# The embedded Milvus is on loopback, which the operator's default allowed hosts leave out.
+DEV_ALLOWED_HOSTS = ("127.0.0.1", "localhost")
+
+
 def run_dev(settings: Settings, workdir: str | None) -> int:
+    if "MRBO_ALLOWED_HOSTS" not in os.environ:
+        settings = dataclasses.replace(settings, allowed_hosts=DEV_ALLOWED_HOSTS)
     env = LocalEnvironment(Path(workdir) if workdir else None, say=_say)
     try:
         env.start()
