@@ -10,7 +10,7 @@ from typing import Any, cast
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from milvus_rbac_operator import inventory, policy, reconcile, status
+from milvus_rbac_operator import inventory, metrics, policy, reconcile, status
 from milvus_rbac_operator.connections import GROUP, VERSION, ConnectionRegistry, KubeAPI
 from milvus_rbac_operator.inventory import BindingRecord
 from milvus_rbac_operator.model import CLUSTER_CONNECTION, ConnectionKey, ConnectionRef, RolePair
@@ -259,6 +259,7 @@ async def reconcile_binding(
     # With no call made (refused, or connection unusable), the previous resStatus stays.
     changes = status.binding_status(current, generation, readiness, progress.applied, last)
     patch.status.update(changes)
+    metrics.RECONCILES.labels("reconcile", str(readiness.reason)).inc()
     _retry_or_done(runtime, progress, retry)
 
 
@@ -285,7 +286,9 @@ async def finalize_binding(
     )
     _record(body, progress, logger)
     if progress.readiness is None:
+        metrics.RECONCILES.labels("finalize", "Released").inc()
         return
+    metrics.RECONCILES.labels("finalize", str(progress.readiness.reason)).inc()
     # Only what explains the held finalizer is written while the object is being deleted.
     held = status.refused(
         progress.readiness.reason,
@@ -381,6 +384,8 @@ async def correct_drift(
         except ApiException as exc:  # deleted meanwhile: its own handlers take it from here
             logger.info("drift on %s: status not written: %s", record.ref, exc.reason)
             continue
+        if answer.succeeded:
+            metrics.DRIFT_CORRECTIONS.inc()
         event = status.drift_event(answer)
         kopf.event(
             _binding_ref(record),

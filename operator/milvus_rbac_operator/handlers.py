@@ -8,7 +8,7 @@ from typing import Any
 
 import kopf
 
-from milvus_rbac_operator import controller, inventory, kubeclient, policy
+from milvus_rbac_operator import controller, inventory, kubeclient, metrics, policy
 from milvus_rbac_operator.connections import (
     BINDINGS,
     CLUSTER_CONNECTIONS,
@@ -77,6 +77,10 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         record = _binding_record(kwargs)
         intent = inventory.intent_from(kwargs["meta"].get("annotations"))
         return dict.fromkeys(inventory.connections_used(record, intent), record)
+
+    @kopf.index(GROUP, VERSION, BINDINGS, id="bindings_by_readiness", registry=registry)
+    def bindings_by_readiness(status: kopf.Status, **_: Any) -> dict[str, bool]:
+        return {inventory.readiness_label(status): True}
 
     @kopf.index(GROUP, VERSION, BINDINGS, id="cluster_bindings_by_namespace", registry=registry)
     def cluster_bindings_by_namespace(**kwargs: Any) -> dict[str, BindingRecord]:
@@ -246,6 +250,7 @@ def _binding_record(kwargs: dict[str, Any]) -> BindingRecord:
 
 
 def _inventory(kwargs: dict[str, Any]) -> controller.Inventory:
+    metrics.BINDINGS.follow(kwargs["bindings_by_readiness"])  # the same live view every time
     return controller.Inventory(
         kwargs["bindings_by_pair"],
         kwargs["connection_endpoints"],

@@ -8,9 +8,12 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from milvus_rbac_operator import metrics
+
 
 class Health:
     """`/healthz`: the event loop answers. `/readyz`: watching has started (kopf's ready flag).
+    `/metrics`: Prometheus metrics (metrics.py).
 
     Both bodies list each MilvusConnection's last Ready reason. A Milvus outage does not make the
     operator unready: restarting or unrouting it would not help, and status already says so.
@@ -33,11 +36,15 @@ class Health:
             status=503, text=self._body("starting"), content_type="application/json"
         )
 
+    async def metrics(self, _: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), content_type="text/plain", charset="utf-8")
+
     async def serve(self, listen: str) -> web.AppRunner:
         host, _, port = listen.rpartition(":")
         app = web.Application()
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, host or "127.0.0.1", int(port)).start()

@@ -171,3 +171,11 @@ def needs_policy_check(record: BindingRecord, allowed: bool, digest: str) -> boo
         return False
     shows_forbidden = record.ready_reason == Reason.FORBIDDEN
     return allowed == shows_forbidden
+
+
+def readiness_label(status: Mapping[str, Any]) -> str:
+    """The status of a binding's Ready condition: True, False, or Unknown before the first one."""
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
+            return str(condition.get("status") or "Unknown")
+    return "Unknown"

@@ -13,6 +13,7 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import grpc
 from pymilvus import AsyncMilvusClient, MilvusException
 from pymilvus.grpc_gen import common_pb2
 
+from milvus_rbac_operator import metrics
 from milvus_rbac_operator.model import Operation, Outcome, ResStatus, utcnow
 
 # pymilvus logs a full traceback at ERROR for every failed call; our ResStatus says it better.
@@ -257,6 +259,20 @@ class MilvusRBAC:
         return answer, grants
 
     async def _call(
+        self,
+        operation: Operation,
+        username: str,
+        role_name: str,
+        timeout: float | None,
+        invoke: Callable[[float], Awaitable[Any]],
+    ) -> ResStatus:
+        started = time.monotonic()
+        answer = await self._answer_of(operation, username, role_name, timeout, invoke)
+        metrics.MILVUS_CALL_SECONDS.labels(str(operation)).observe(time.monotonic() - started)
+        metrics.MILVUS_CALLS.labels(str(operation), answer.outcome.name.lower()).inc()
+        return answer
+
+    async def _answer_of(
         self,
         operation: Operation,
         username: str,

@@ -485,6 +485,51 @@ def test_health_endpoints_and_graceful_shutdown(
     assert obj["status"]["applied"]["username"] == user
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """One sample of a Prometheus exposition (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series == (f"{name}{{{wanted}}}" if labels else name):
+            return float(value)
+    return 0.0
+
+
+def test_metrics_count_milvus_calls_reconciles_and_bindings(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    operator: OperatorProcess,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    url = f"http://{operator.env['MRBO_HEALTH_LISTEN']}/metrics"
+
+    def scrape() -> str:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return str(resp.read().decode())
+
+    before = scrape()
+    user, role = make_user(), make_role()
+    cluster.apply(binding(namespace, "counted", user, role))
+    wait_ready(cluster, namespace, "counted")
+    milvus_admin.revoke_role(user, role)
+    eventually(lambda: roles_of(milvus_admin, user) == {role}, "drift to re-add the grant")
+    after = eventually(
+        lambda: (lambda t: t if metric(t, "mrbo_drift_corrections_total") else None)(scrape()),
+        "the drift correction to be counted",
+    )
+    adds = "mrbo_milvus_calls_total", {"operation": "AddUserToRole", "outcome": "success"}
+    assert metric(after, adds[0], **adds[1]) >= metric(before, adds[0], **adds[1]) + 2
+    granted = {"phase": "reconcile", "result": "Granted"}
+    assert metric(after, "mrbo_reconciles_total", **granted) > metric(
+        before, "mrbo_reconciles_total", **granted
+    )
+    assert metric(after, "mrbo_bindings", ready="true") >= 1
+    assert "mrbo_milvus_call_duration_seconds_bucket" in after
+
+
 def test_namespace_deletion_while_milvus_is_gone_has_the_orphan_way_out(
     cluster: Cluster,
     milvus_admin: MilvusClient,
