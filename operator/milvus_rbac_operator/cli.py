@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -61,12 +62,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_operator(settings, kubeconfig=args.kubeconfig, verbose=args.verbose)
 
 
+class RoutineSuccessIsDebug(logging.Filter):
+    """kopf logs every timer tick and namespace event at INFO; they are DEBUG to a reader."""
+
+    _ROUTINE = re.compile(r"^(Timer '[^']+'|Handler 'check_policy_in_namespace') succeeded\.$")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and self._ROUTINE.match(str(record.msg)):
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: bool = False) -> int:
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN
     kopf.configure(
         verbose=verbose or settings.log_level == "DEBUG", log_format=log_format, log_prefix=True
     )
     logging.getLogger().setLevel("DEBUG" if verbose else settings.log_level)
+    logging.getLogger("kopf.objects").addFilter(RoutineSuccessIsDebug())
     api_client = kubernetes.client.ApiClient(kubeclient.load_configuration(kubeconfig))
     kube = KubeAPI(api_client)
     connections = ConnectionRegistry(
