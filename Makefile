@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install prepare dev test lint typecheck unit integration e2e clean
+.PHONY: install prepare dev test lint typecheck unit integration e2e image clean
 
 install: $(VENV)/.installed
 
@@ -31,8 +31,9 @@ dev: prepare
 	$(BIN)/milvus-rbac-operator dev
 
 lint: install
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/hadolint Dockerfile
 
 typecheck: install
 	$(BIN)/mypy
@@ -49,6 +50,10 @@ e2e: prepare
 # Everything CI runs: lint, types, then unit, integration and e2e tests in one pytest session.
 test: lint typecheck prepare
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+# The container image: buildah on a local Debian base (hack/image), no registry needed.
+image: install
+	$(BIN)/python -m milvus_rbac_operator.devenv.image
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache

@@ -19,8 +19,9 @@ import kubernetes
 from milvus_rbac_operator import kubeclient
 from milvus_rbac_operator.connections import ConnectionRegistry, KubeAPI
 from milvus_rbac_operator.controller import Runtime
-from milvus_rbac_operator.handlers import build_registry, kopf_settings_for
+from milvus_rbac_operator.handlers import build_registry
 from milvus_rbac_operator.health import Health
+from milvus_rbac_operator.kopfconfig import kopf_settings_for
 from milvus_rbac_operator.leader import LeaderLease
 from milvus_rbac_operator.settings import Settings
 
@@ -99,6 +100,9 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
             namespaces=settings.namespaces,
             clusterwide=not settings.namespaces,
             standalone=True,  # no kopf peering: leader election below decides who acts
+            # kopf's default identity asks the passwd database for the user name, which an
+            # arbitrary container UID is not in.
+            identity=f"{socket.gethostname()}-{os.getpid()}",  # type: ignore[arg-type]
             ready_flag=ready,
         ),
     )

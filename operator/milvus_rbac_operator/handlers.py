@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import socket
 from typing import Any
 
 import kopf
@@ -24,33 +22,6 @@ from milvus_rbac_operator.settings import Settings
 # Expected failures raise kopf.TemporaryError with their own delay; anything unexpected (an API
 # hiccup, say) is retried after this many seconds instead of kopf's default minute.
 UNEXPECTED_ERROR_BACKOFF = 5.0
-
-
-def kopf_settings_for(settings: Settings) -> kopf.OperatorSettings:
-    """kopf's knobs, chosen deliberately (see README, Operating)."""
-    kopf_settings = kopf.OperatorSettings()
-    kopf_settings.persistence.finalizer = settings.finalizer
-    # Progress and the last-handled spec live in status.kopf, not in annotations: one status
-    # write carries the outcome and kopf's bookkeeping together.
-    kopf_settings.persistence.progress_storage = kopf.StatusProgressStorage(
-        field="status.kopf.progress"
-    )
-    kopf_settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
-        field="status.kopf.lastHandledConfiguration"
-    )
-    # Only the Events we record on purpose (one per Milvus call), not kopf's log lines.
-    kopf_settings.posting.loggers = False
-    kopf_settings.posting.level = logging.INFO
-    kopf_settings.posting.reporting_component = "milvus-rbac-operator"
-    kopf_settings.posting.reporting_instance = socket.gethostname()
-    # Reconnect quickly when the API server restarts or drops the watch.
-    kopf_settings.watching.server_timeout = 300
-    kopf_settings.watching.client_timeout = 330
-    kopf_settings.watching.connect_timeout = 10
-    kopf_settings.networking.error_backoffs = [1, 2, 4, 8]
-    # On SIGTERM, calls in flight finish and write their status (kopf's default is 2 s).
-    kopf_settings.queueing.exit_timeout = settings.shutdown_grace_seconds
-    return kopf_settings
 
 
 def build_registry(settings: Settings) -> kopf.OperatorRegistry:

@@ -1,0 +1,57 @@
+"""kopf's settings: where it keeps its bookkeeping, how it batches, posts and reconnects."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import kopf
+
+from milvus_rbac_operator.inventory import INTENT_ANNOTATION
+from milvus_rbac_operator.settings import Settings
+
+
+class EssenceWithoutIntent(kopf.StatusDiffBaseStorage):
+    """What kopf compares to tell a change, minus the intent annotation the operator writes.
+
+    Otherwise recording the intent would look like a change to kopf, which would then spend one
+    more status write per grant storing its "last handled" copy.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        essence = super().build(body=body, extra_fields=extra_fields)
+        annotations = essence.get("metadata", {}).get("annotations", {})
+        annotations.pop(INTENT_ANNOTATION, None)
+        self.remove_empty_stanzas(essence)
+        return essence
+
+
+def kopf_settings_for(settings: Settings) -> kopf.OperatorSettings:
+    """kopf's knobs, chosen deliberately (see README, "Performance")."""
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.persistence.finalizer = settings.finalizer
+    # Progress and the last-handled spec live in status.kopf, not in annotations: one status
+    # write carries the outcome and kopf's bookkeeping together.
+    kopf_settings.persistence.progress_storage = kopf.StatusProgressStorage(
+        field="status.kopf.progress"
+    )
+    kopf_settings.persistence.diffbase_storage = EssenceWithoutIntent(
+        field="status.kopf.lastHandledConfiguration"
+    )
+    # Only the Events we record on purpose (one per Milvus call), not kopf's log lines.
+    kopf_settings.posting.loggers = False
+    kopf_settings.posting.level = logging.INFO
+    kopf_settings.posting.reporting_component = "milvus-rbac-operator"
+    kopf_settings.posting.reporting_instance = socket.gethostname()
+    # Reconnect quickly when the API server restarts or drops the watch.
+    kopf_settings.watching.server_timeout = 300
+    kopf_settings.watching.client_timeout = 330
+    kopf_settings.watching.connect_timeout = 10
+    kopf_settings.networking.error_backoffs = [1, 2, 4, 8]
+    # On SIGTERM, calls in flight finish and write their status (kopf's default is 2 s).
+    kopf_settings.queueing.exit_timeout = settings.shutdown_grace_seconds
+    return kopf_settings
