@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install prepare dev test lint typecheck unit integration e2e image clean
+.PHONY: install prepare prepare-tests dev test lint typecheck unit integration e2e image sync-chart clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 prepare: install
 	$(BIN)/python -m milvus_rbac_operator.devenv prepare
 
+# What only the tests need on top: kstatus, helm and the ServiceMonitor CRD (built once, cached).
+prepare-tests: install
+	$(BIN)/python -m milvus_rbac_operator.devenv prepare --tests
+
 # Local control plane + embedded Milvus + the operator in the foreground. Ctrl-C stops it all.
 dev: prepare
 	$(BIN)/milvus-rbac-operator dev
@@ -41,15 +45,19 @@ typecheck: install
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: prepare
+integration: prepare-tests
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-e2e: prepare
+e2e: prepare-tests
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 # Everything CI runs: lint, types, then unit, integration and e2e tests in one pytest session.
-test: lint typecheck prepare
+test: lint typecheck prepare-tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+# Copy deploy/crds/ and deploy/rbac/operator.yaml into the Helm chart (tests fail while they differ).
+sync-chart:
+	$(PYTHON) hack/sync-chart.py
 
 # The container image: buildah on a local Debian base (hack/image), no registry needed.
 image: install

@@ -90,10 +90,10 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
     logging.getLogger(__name__).info(
         "watching %s", ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
     )
-    operator = _with_health(
-        settings,
-        runtime,
-        lambda ready: kopf.operator(
+    identity = f"{socket.gethostname()}-{os.getpid()}"
+
+    def make_operator(ready: asyncio.Event) -> Any:
+        return kopf.operator(
             registry=build_registry(settings),
             settings=kopf_settings_for(settings),
             memo=kopf.Memo(runtime=runtime),
@@ -102,51 +102,60 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
             standalone=True,  # no kopf peering: leader election below decides who acts
             # kopf's default identity asks the passwd database for the user name, which an
             # arbitrary container UID is not in.
-            identity=f"{socket.gethostname()}-{os.getpid()}",  # type: ignore[arg-type]
+            identity=identity,  # type: ignore[arg-type]
             ready_flag=ready,
-        ),
-    )
-    if not settings.leader_election:
-        asyncio.run(operator)
-        return 0
-    return asyncio.run(_run_as_leader(settings, api_client, operator))
+        )
+
+    return asyncio.run(_serve(settings, runtime, api_client, identity, make_operator))
 
 
-async def _with_health(
-    settings: Settings, runtime: Runtime, make_operator: Callable[[asyncio.Event], Any]
-) -> None:
-    """The operator, with /healthz and /readyz served beside it when MRBO_HEALTH_LISTEN is set."""
+async def _serve(
+    settings: Settings,
+    runtime: Runtime,
+    api_client: kubernetes.client.ApiClient,
+    identity: str,
+    make_operator: Callable[[asyncio.Event], Any],
+) -> int:
+    """Health first (a standby replica must answer its probes too), then the operator."""
     ready = asyncio.Event()
-    runner = None
-    if settings.health_listen:
-        runner = await Health(ready, runtime.connection_states).serve(settings.health_listen)
+    health = Health(ready, runtime.connection_states, standby=settings.leader_election)
+    runner = await health.serve(settings.health_listen) if settings.health_listen else None
     try:
-        await make_operator(ready)
+        if not settings.leader_election:
+            await make_operator(ready)
+            return 0
+        return await _run_as_leader(
+            settings, api_client, identity, health, lambda: make_operator(ready)
+        )
     finally:
         if runner is not None:
             await runner.cleanup()
 
 
 async def _run_as_leader(
-    settings: Settings, api_client: kubernetes.client.ApiClient, operator: Any
+    settings: Settings,
+    api_client: kubernetes.client.ApiClient,
+    identity: str,
+    health: Health,
+    make_operator: Callable[[], Any],
 ) -> int:
     """Stand by until this replica holds the Lease; stop when it is lost (to be restarted)."""
     lease = LeaderLease(
         api_client,
         settings.leader_election_namespace,
         settings.lease_name,
-        f"{socket.gethostname()}-{os.getpid()}",
+        identity,
         settings.lease_duration_seconds,
         settings.lease_renew_seconds,
     )
     try:
         await lease.acquire()
     except asyncio.CancelledError:
-        operator.close()
         return 0
+    health.standby = False
     lost = asyncio.Event()
     keeper = asyncio.create_task(lease.keep(lost))
-    running = asyncio.create_task(operator)
+    running = asyncio.create_task(make_operator())
     waiting_for_loss = asyncio.create_task(lost.wait())
     await asyncio.wait({running, waiting_for_loss}, return_when=asyncio.FIRST_COMPLETED)
     keeper.cancel()

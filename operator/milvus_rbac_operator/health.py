@@ -19,9 +19,14 @@ class Health:
     operator unready: restarting or unrouting it would not help, and status already says so.
     """
 
-    def __init__(self, ready: asyncio.Event, connections: Mapping[str, str]) -> None:
+    def __init__(
+        self, ready: asyncio.Event, connections: Mapping[str, str], standby: bool = False
+    ) -> None:
         self._ready = ready
         self._connections = connections
+        # A replica waiting for the Lease is healthy and ready to take over: probes must pass,
+        # or the kubelet would restart it and a rolling update would never finish.
+        self.standby = standby
 
     def _body(self, state: str) -> str:
         return json.dumps({"status": state, "connections": dict(self._connections)})
@@ -30,6 +35,8 @@ class Health:
         return web.Response(text=self._body("alive"), content_type="application/json")
 
     async def readyz(self, _: web.Request) -> web.Response:
+        if self.standby:
+            return web.Response(text=self._body("standby"), content_type="application/json")
         if self._ready.is_set():
             return web.Response(text=self._body("ready"), content_type="application/json")
         return web.Response(

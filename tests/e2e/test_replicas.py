@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 
 import pytest
 from pymilvus import MilvusClient
 
-from milvus_rbac_operator.devenv import LocalEnvironment
+from milvus_rbac_operator.devenv import LocalEnvironment, processes
 from tests.conftest import roles_of
 from tests.e2e.conftest import OPERATOR_ENV, Cluster, OperatorProcess, binding, eventually
 from tests.e2e.test_bindings import wait_ready
@@ -23,6 +26,15 @@ def calls_in(log: str, namespace: str) -> int:
             rf"^\[{namespace}/[^\]]+\] (AddUserToRole|RemoveUserFromRole)\(", log, re.MULTILINE
         )
     )
+
+
+def probe(replica: OperatorProcess, path: str) -> tuple[int, str]:
+    url = f"http://{replica.env['MRBO_HEALTH_LISTEN']}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, str(json.loads(resp.read())["status"])
+    except urllib.error.HTTPError as err:
+        return err.code, str(json.loads(err.read())["status"])
 
 
 def test_only_the_leader_acts_and_the_standby_takes_over(
@@ -43,7 +55,11 @@ def test_only_the_leader_acts_and_the_standby_takes_over(
         "MRBO_LEASE_RENEW_SECONDS": "1",
     }
     replicas = [
-        OperatorProcess(operator.kubeconfig, local_env.workdir / f"replica-{i}.log", env)
+        OperatorProcess(
+            operator.kubeconfig,
+            local_env.workdir / f"replica-{i}.log",
+            {**env, "MRBO_HEALTH_LISTEN": f"127.0.0.1:{processes.free_port()}"},
+        )
         for i in range(2)
     ]
     users, role = [make_user() for _ in range(6)], make_role()
@@ -58,6 +74,9 @@ def test_only_the_leader_acts_and_the_standby_takes_over(
         )
         standby = next(r for r in replicas if r is not leader)
         assert "standing by" in standby.log_text()
+        # A standby passes its probes: else the kubelet restarts it, and rollouts never end.
+        assert probe(standby, "/healthz") == (200, "alive")
+        assert probe(standby, "/readyz") == (200, "standby")
 
         cluster.apply(*[binding(namespace, f"b{i}", users[i], role) for i in range(3)])
         for i in range(3):
@@ -67,6 +86,7 @@ def test_only_the_leader_acts_and_the_standby_takes_over(
 
         leader.kill()
         eventually(lambda: "holds lease" in standby.log_text(), "the standby to take over", 30)
+        eventually(lambda: probe(standby, "/readyz") == (200, "ready"), "the new leader ready")
         cluster.apply(*[binding(namespace, f"b{i}", users[i], role) for i in range(3, 6)])
         for i in range(3, 6):
             wait_ready(cluster, namespace, f"b{i}")

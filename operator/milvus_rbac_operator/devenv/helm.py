@@ -21,7 +21,7 @@ from milvus_rbac_operator.devenv.cache import cache_dir
 BINARY = "helm"
 _MODULE = "helm.sh/helm/v4"
 # A build with an empty Go cache on a 2-core machine, measured; printed while it works.
-_COLD_BUILD_MINUTES = 4
+_COLD_BUILD_MINUTES = 5
 Say = Callable[[str], None]
 
 
@@ -150,6 +150,7 @@ def run_helm(
     )
     if check and result.returncode != 0:
         raise RuntimeError(
-            f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr.strip()}"
+            f"helm {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout.strip()[-3000:]}\n{result.stderr.strip()}"
         )
     return result
