@@ -84,7 +84,11 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
     api_client = kubernetes.client.ApiClient(kubeclient.load_configuration(kubeconfig))
     kube = KubeAPI(api_client)
     connections = ConnectionRegistry(
-        kube, settings.timeout_seconds, settings.operator_namespace, settings.allowed_hosts
+        kube,
+        settings.timeout_seconds,
+        settings.operator_namespace,
+        settings.allowed_hosts,
+        settings.connection_recheck_seconds,
     )
     runtime = Runtime(settings, connections, kube, kubeconfig)
     logging.getLogger(__name__).info(

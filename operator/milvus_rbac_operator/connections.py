@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -193,12 +194,21 @@ class ConnectionRegistry:
         default_timeout: float,
         operator_namespace: str = "default",
         allowed_hosts: tuple[str, ...] = ("*",),
+        recheck_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        make_client: Callable[[Endpoint, Credentials], MilvusRBAC] = MilvusRBAC,
     ) -> None:
+        self._make_client = make_client
         self._kube = kube
         self._default_timeout = default_timeout
         self._operator_namespace = operator_namespace
         self._allowed_hosts = allowed_hosts
+        self._recheck_seconds = recheck_seconds
+        self._clock = clock
         self._clients: dict[ConnectionKey, tuple[str, MilvusRBAC]] = {}
+        # When each client was last found to match its connection and Secret: within
+        # `recheck_seconds` it is used without reading them again (two GETs per reconcile).
+        self._confirmed: dict[ConnectionKey, float] = {}
         self._lock = asyncio.Lock()
 
     async def resolve(self, namespace: str, ref: ConnectionRef) -> ResolvedConnection:
@@ -255,16 +265,26 @@ class ConnectionRegistry:
         return ca
 
     async def client_for(
-        self, namespace: str, ref: ConnectionRef, allow_cached: bool = False
+        self,
+        namespace: str,
+        ref: ConnectionRef,
+        allow_cached: bool = False,
+        fresh: bool = False,
     ) -> MilvusRBAC:
         """A client with the connection's current spec and credentials.
 
-        With `allow_cached`, a client built before is used when the Secret is gone: a namespace
-        being deleted removes Secret, connection and bindings together, and the removals that
-        deletion needs must still happen (the operator never writes Secrets, so it cannot hold
-        them with a finalizer).
+        They are read again when the client was last confirmed more than `recheck_seconds` ago,
+        when `fresh` is asked for, or after `invalidate`. With `allow_cached`, a client built
+        before is used when the Secret is gone: a namespace being deleted removes Secret,
+        connection and bindings together, and the removals that deletion needs must still
+        happen (the operator never writes Secrets, so it cannot hold them with a finalizer).
         """
         key = ref.key(namespace)
+        cached = self._clients.get(key)
+        confirmed = self._confirmed.get(key)
+        recent = confirmed is not None and self._clock() - confirmed < self._recheck_seconds
+        if not fresh and cached is not None and recent:
+            return cached[1]
         try:
             resolved = await self.resolve(namespace, ref)
         except UnusableConnectionError as problem:
@@ -274,17 +294,23 @@ class ConnectionRegistry:
             raise problem
         fingerprint = resolved.fingerprint()
         async with self._lock:
+            self._confirmed[key] = self._clock()
             cached = self._clients.get(key)
             if cached is not None and cached[0] == fingerprint:
                 return cached[1]
-            client = MilvusRBAC(resolved.endpoint, resolved.credentials)
+            client = self._make_client(resolved.endpoint, resolved.credentials)
             self._clients[key] = (fingerprint, client)
         if cached is not None:
             await cached[1].close()
         return client
 
+    def invalidate(self, key: ConnectionKey) -> None:
+        """Read the connection and its Secret again on the next call (after a refusal)."""
+        self._confirmed.pop(key, None)
+
     async def forget(self, key: ConnectionKey) -> None:
         async with self._lock:
+            self._confirmed.pop(key, None)
             cached = self._clients.pop(key, None)
         if cached is not None:
             await cached[1].close()

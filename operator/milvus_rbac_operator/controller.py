@@ -116,8 +116,12 @@ class _Endpoints(Mapping[ConnectionKey, str]):
         return len(self._live.connection_endpoints) + len(self._live.cluster_connections)
 
 
-def _record(body: Any, progress: Progress, logger: logging.Logger) -> None:
+def _record(runtime: Runtime, body: Any, progress: Progress, logger: logging.Logger) -> None:
     """One Event per Milvus call, and one per removal skipped for another binding."""
+    namespace = body.get("metadata", {}).get("namespace") or ""
+    for call, answer in zip(progress.made, progress.answers, strict=True):
+        if reconcile.connection_suspect(answer):
+            runtime.connections.invalidate(call.pair.connection.key(namespace))
     for answer in progress.answers:
         event = status.event_for(answer)
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -245,7 +249,7 @@ async def reconcile_binding(
         _timeout(spec),
         before_add=_intent_recorder(runtime, body),
     )
-    _record(body, progress, logger)
+    _record(runtime, body, progress, logger)
     last = progress.answers[-1] if progress.answers else None
     readiness = progress.readiness or refused
     if readiness is None and last is not None:
@@ -284,7 +288,7 @@ async def finalize_binding(
     progress = await reconcile.execute(
         calls, applied, _client_for(runtime, namespace, deleting=True), _timeout(spec)
     )
-    _record(body, progress, logger)
+    _record(runtime, body, progress, logger)
     if progress.readiness is None:
         metrics.RECONCILES.labels("finalize", "Released").inc()
         return
@@ -320,7 +324,8 @@ async def check_connection(
     secret_name = str((body.spec.get("credentialsSecretRef") or {}).get("name", ""))
     version = ""
     try:
-        client = await runtime.connections.client_for(namespace, ref)
+        # Always read afresh: this check is what notices a changed connection or Secret.
+        client = await runtime.connections.client_for(namespace, ref, fresh=True)
         answer, version = await client.get_server_version()
         readiness = status.connection_readiness(answer, version, secret_name)
     except UnusableConnectionError as problem:

@@ -80,6 +80,16 @@ def pair_is_gone(answer: ResStatus) -> bool:
     return answer.outcome in {Outcome.SUCCESS, Outcome.USER_NOT_FOUND, Outcome.ROLE_NOT_FOUND}
 
 
+def connection_suspect(answer: ResStatus) -> bool:
+    """A failure that may come from the connection or its Secret, not from the pair itself:
+    the next call reads them again instead of trusting the cached client."""
+    return not answer.succeeded and answer.outcome not in {
+        Outcome.USER_NOT_FOUND,
+        Outcome.ROLE_NOT_FOUND,
+        Outcome.INVALID,
+    }
+
+
 def retry_delay(
     outcome: Outcome | None, retry: int, initial: float, maximum: float, slow: float
 ) -> float:
@@ -113,6 +123,7 @@ class Progress:
 
     applied: RolePair | None
     answers: list[ResStatus] = field(default_factory=list)
+    made: list[Call] = field(default_factory=list)  # the calls behind `answers`, in order
     kept: list[Call] = field(default_factory=list)  # removals skipped for other bindings
     readiness: Readiness | None = None  # set when a call failed or a connection was unusable
     outcome: Outcome | None = None
@@ -157,6 +168,7 @@ async def execute(
                 await before_add(call.pair)
             answer = await client.add_user_to_role(call.pair.username, call.pair.role_name, timeout)
         progress.answers.append(answer)
+        progress.made.append(call)
         if removing and pair_is_gone(answer):
             if progress.applied == call.pair:
                 progress.applied = None

@@ -23,6 +23,9 @@ class Settings:
     retry_max_seconds: float = 60.0
     # Things a person must create or fix (user, role, connection, Secret, credentials).
     not_found_retry_seconds: float = 30.0
+    # How long a connection's client is trusted before its connection and Secret are read again
+    # (a failed call, a spec change or the connection check reads them at once).
+    connection_recheck_seconds: float = 10.0
     # How often each MilvusConnection's reachability and credentials are checked.
     connection_check_seconds: float = 60.0
     # How often each connection's grants are listed (one SelectUser call) to re-add missing ones.
