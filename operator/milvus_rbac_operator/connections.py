@@ -15,7 +15,6 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from milvus_rbac_operator import policy, status
-from milvus_rbac_operator.inventory import RECONCILE_REQUEST_ANNOTATION
 from milvus_rbac_operator.milvus import Credentials, Endpoint, MilvusRBAC
 from milvus_rbac_operator.model import ConnectionKey, ConnectionRef
 from milvus_rbac_operator.reconcile import UnusableConnectionError
@@ -121,11 +120,9 @@ class KubeAPI:
         found = await self._get(lambda: self._core.read_namespace(name))
         return None if found is None else dict(found.metadata.labels or {})
 
-    async def request_policy_check(self, namespace: str, name: str, digest: str) -> None:
+    async def annotate_binding(self, namespace: str, name: str, key: str, value: str) -> None:
         """Ask a binding's own handler to reconcile it again (see inventory.py)."""
-        await self._patch_binding(
-            namespace, name, {"annotations": {RECONCILE_REQUEST_ANNOTATION: digest}}
-        )
+        await self._patch_binding(namespace, name, {"annotations": {key: value}})
 
     async def secret_data(self, namespace: str, name: str) -> dict[str, str] | None:
         secret = await self._get(lambda: self._core.read_namespaced_secret(name, namespace))
@@ -158,17 +155,6 @@ class KubeAPI:
             BINDINGS,
             name,
             {"metadata": metadata},
-        )
-
-    async def patch_binding_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            self._custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            BINDINGS,
-            name,
-            {"status": status},
         )
 
     @staticmethod

@@ -5,15 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from milvus_rbac_operator import inventory, metrics, policy, reconcile, status
-from milvus_rbac_operator.connections import GROUP, VERSION, ConnectionRegistry, KubeAPI
+from milvus_rbac_operator.connections import ConnectionRegistry, KubeAPI
 from milvus_rbac_operator.inventory import BindingRecord
-from milvus_rbac_operator.model import CLUSTER_CONNECTION, ConnectionKey, ConnectionRef, RolePair
+from milvus_rbac_operator.model import (
+    CLUSTER_CONNECTION,
+    ConnectionKey,
+    ConnectionRef,
+    Operation,
+    RolePair,
+    utcnow,
+)
 from milvus_rbac_operator.policy import Policy
 from milvus_rbac_operator.reconcile import Progress, UnusableConnectionError
 from milvus_rbac_operator.settings import Settings
@@ -116,14 +123,17 @@ class _Endpoints(Mapping[ConnectionKey, str]):
         return len(self._live.connection_endpoints) + len(self._live.cluster_connections)
 
 
-def _record(runtime: Runtime, body: Any, progress: Progress, logger: logging.Logger) -> None:
+def _record(
+    runtime: Runtime, body: Any, progress: Progress, logger: logging.Logger, drift: bool = False
+) -> None:
     """One Event per Milvus call, and one per removal skipped for another binding."""
     namespace = body.get("metadata", {}).get("namespace") or ""
     for call, answer in zip(progress.made, progress.answers, strict=True):
         if reconcile.connection_suspect(answer):
             runtime.connections.invalidate(call.pair.connection.key(namespace))
     for answer in progress.answers:
-        event = status.event_for(answer)
+        adding = answer.operation is Operation.ADD_USER_TO_ROLE
+        event = status.drift_event(answer) if drift and adding else status.event_for(answer)
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
         logger.info("%s", event.message)
     for call in progress.kept:
@@ -225,8 +235,12 @@ async def reconcile_binding(
     retry: int,
     logger: logging.Logger,
     live: Inventory,
+    drift_check: str = "",
 ) -> None:
-    """Bring Milvus to the binding's spec; status says how it went; not-yet-done raises to retry."""
+    """Bring Milvus to the binding's spec; status says how it went; not-yet-done raises to retry.
+
+    `drift_check` is the drift check's request, when it found this binding's grant missing.
+    """
     spec, current, meta = body.spec, body.status, body.meta
     namespace, generation = meta.namespace or "", int(meta.get("generation") or 0)
     desired = RolePair.from_spec(spec)
@@ -249,11 +263,15 @@ async def reconcile_binding(
         _timeout(spec),
         before_add=_intent_recorder(runtime, body),
     )
-    _record(runtime, body, progress, logger)
+    _record(runtime, body, progress, logger, drift=bool(drift_check))
     last = progress.answers[-1] if progress.answers else None
     readiness = progress.readiness or refused
     if readiness is None and last is not None:
-        readiness = status.readiness_from_answer(last, desired)
+        if drift_check:
+            readiness = status.drift_readiness(last, desired)
+            metrics.DRIFT_CORRECTIONS.inc()
+        else:
+            readiness = status.readiness_from_answer(last, desired)
     if readiness is None:  # pragma: no cover - a plan that is not refused ends with the add
         return
     if refused is not None and progress.done:
@@ -262,6 +280,8 @@ async def reconcile_binding(
         logger.info("%s: %s", refused.reason, refused.message)
     # With no call made (refused, or connection unusable), the previous resStatus stays.
     changes = status.binding_status(current, generation, readiness, progress.applied, last)
+    if drift_check:
+        changes["driftCheck"] = drift_check  # acted on: the next drift check may ask again
     patch.status.update(changes)
     metrics.RECONCILES.labels("reconcile", str(readiness.reason)).inc()
     _retry_or_done(runtime, progress, retry)
@@ -339,16 +359,6 @@ async def check_connection(
         logger.info("%s: %s", readiness.reason, readiness.message)
 
 
-def _binding_ref(record: BindingRecord) -> kopf.Body:
-    """Enough of a binding to post an Event about it from another object's handler."""
-    raw = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "MilvusRoleBinding",
-        "metadata": {"namespace": record.namespace, "name": record.name, "uid": record.uid},
-    }
-    return kopf.Body(cast(kopf.RawBody, raw))
-
-
 async def correct_drift(
     runtime: Runtime,
     body: kopf.Body,
@@ -356,7 +366,11 @@ async def correct_drift(
     live: Inventory,
     logger: logging.Logger,
 ) -> None:
-    """One SelectUser listing per connection; re-add the confirmed grants it lacks."""
+    """One SelectUser listing per connection; ask each binding whose grant it lacks to re-add it.
+
+    The re-add is the binding's own reconcile (see inventory.DRIFT_ANNOTATION): a binding has
+    one writer, so a re-add cannot land after the binding's deletion removed the grant.
+    """
     # A grant the policy no longer allows is never re-added; its binding removes it instead.
     records = [r for r in records if r.ready and r.applied is not None and live.may_hold(r)]
     if not records:
@@ -375,30 +389,15 @@ async def correct_drift(
         return
     for record in inventory.drifted(records, granted):
         assert record.applied is not None
-        answer = await client.add_user_to_role(record.applied.username, record.applied.role_name)
-        readiness = status.drift_readiness(answer, record.applied)
-        changes = status.binding_status(
-            {"conditions": list(record.conditions)},
-            record.generation,
-            readiness,
-            record.applied if answer.succeeded else None,
-            answer,
-        )
+        request = utcnow().isoformat()
         try:
-            await runtime.kube.patch_binding_status(record.namespace, record.name, changes)
-        except ApiException as exc:  # deleted meanwhile: its own handlers take it from here
-            logger.info("drift on %s: status not written: %s", record.ref, exc.reason)
+            await runtime.kube.annotate_binding(
+                record.namespace, record.name, inventory.DRIFT_ANNOTATION, request
+            )
+        except ApiException as exc:  # deleted meanwhile: nothing to re-add
+            logger.info("drift on %s: not requested: %s", record.ref, exc.reason)
             continue
-        if answer.succeeded:
-            metrics.DRIFT_CORRECTIONS.inc()
-        event = status.drift_event(answer)
-        kopf.event(
-            _binding_ref(record),
-            type=event.type,
-            reason=event.reason,
-            message=event.message,
-        )
-        logger.info("%s: %s", record.ref, event.message)
+        logger.info("drift: %s is missing in Milvus; %s re-adds it", record.applied, record.ref)
 
 
 async def release_connection(
@@ -439,7 +438,9 @@ async def request_policy_checks(
         if not inventory.needs_policy_check(record, live.may_hold(record), digest):
             continue
         try:
-            await runtime.kube.request_policy_check(record.namespace, record.name, digest)
+            await runtime.kube.annotate_binding(
+                record.namespace, record.name, inventory.RECONCILE_REQUEST_ANNOTATION, digest
+            )
         except ApiException as exc:  # deleted meanwhile: nothing to check
             logger.info("policy check of %s not requested: %s", record.ref, exc.reason)
             continue

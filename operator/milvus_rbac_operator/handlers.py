@@ -109,6 +109,17 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         backoff=UNEXPECTED_ERROR_BACKOFF,
     )(reconcile_binding)
 
+    # A connection's drift check asks for this one when the binding's grant is missing.
+    kopf.on.update(
+        GROUP,
+        VERSION,
+        BINDINGS,
+        id="drift-check",
+        field=("metadata", "annotations", inventory.DRIFT_ANNOTATION),
+        registry=registry,
+        backoff=UNEXPECTED_ERROR_BACKOFF,
+    )(re_add_drifted_grant)
+
     kopf.on.delete(
         GROUP,
         VERSION,
@@ -166,6 +177,15 @@ async def reconcile_binding(
 ) -> None:
     await controller.reconcile_binding(
         _runtime(memo), body, patch, retry, logger, _inventory(kwargs)
+    )
+
+
+async def re_add_drifted_grant(
+    body: kopf.Body, patch: kopf.Patch, retry: int, logger: Any, memo: Any, **kwargs: Any
+) -> None:
+    request = str(body.meta.annotations.get(inventory.DRIFT_ANNOTATION) or "")
+    await controller.reconcile_binding(
+        _runtime(memo), body, patch, retry, logger, _inventory(kwargs), drift_check=request
     )
 
 

@@ -21,6 +21,10 @@ INTENT_ANNOTATION = "rbac.milvus.io/intent"
 # Set by the operator when a ClusterMilvusConnection's policy (or a namespace's labels) changed
 # what a binding may hold: the binding's own handler then reconciles it, so only one writer acts.
 RECONCILE_REQUEST_ANNOTATION = "rbac.milvus.io/policy-check"
+# Set by a connection's drift check when a binding's grant is missing from Milvus; the binding's
+# own handler adds it again and records the request in status.driftCheck. The handler is the
+# only writer of a binding, so a re-add can never race the binding's deletion.
+DRIFT_ANNOTATION = "rbac.milvus.io/drift-check"
 
 
 def intent_from(annotations: Mapping[str, str] | None) -> RolePair | None:
@@ -58,7 +62,7 @@ def endpoint_key(spec: Mapping[str, Any]) -> str:
     return f"{scheme}://{host}:{port}/{spec.get('database') or ''}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BindingRecord:
     """One MilvusRoleBinding as the inventory sees it."""
 
@@ -70,9 +74,14 @@ class BindingRecord:
     applied: RolePair | None
     deleting: bool
     ready: bool
-    conditions: tuple[Mapping[str, Any], ...] = ()
     ready_reason: str = ""
     policy_check: str = ""
+    drift_requested: str = ""  # the drift-check annotation
+    drift_handled: str = ""  # status.driftCheck: the last request the binding acted on
+
+    @property
+    def drift_pending(self) -> bool:
+        return bool(self.drift_requested) and self.drift_requested != self.drift_handled
 
     @property
     def ref(self) -> str:
@@ -90,7 +99,7 @@ def binding_record(
         desired: RolePair | None = RolePair.from_spec(spec)
     except (KeyError, TypeError):
         desired = None
-    conditions = tuple(dict(c) for c in status.get("conditions") or () if isinstance(c, Mapping))
+    conditions = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
     ready_condition = next((c for c in conditions if c.get("type") == "Ready"), {})
     annotations = meta.get("annotations") or {}
     return BindingRecord(
@@ -102,9 +111,10 @@ def binding_record(
         applied=RolePair.from_status(status.get("applied")),
         deleting=bool(meta.get("deletionTimestamp")),
         ready=ready_condition.get("status") == "True",
-        conditions=conditions,
         ready_reason=str(ready_condition.get("reason") or ""),
         policy_check=str(annotations.get(RECONCILE_REQUEST_ANNOTATION) or ""),
+        drift_requested=str(annotations.get(DRIFT_ANNOTATION) or ""),
+        drift_handled=str(status.get("driftCheck") or ""),
     )
 
 
@@ -140,11 +150,16 @@ def holders(
 def drifted(
     records: Iterable[BindingRecord], granted: Mapping[str, frozenset[str]]
 ) -> list[BindingRecord]:
-    """Ready bindings whose confirmed grant is missing from a full Milvus listing."""
+    """Ready bindings whose confirmed grant is missing from a full Milvus listing.
+
+    A binding already asked to re-add its grant is left alone until it has acted on that.
+    """
     missing = []
     for record in records:
         applied = record.applied
         if not record.ready or record.deleting or applied is None or applied != record.desired:
+            continue
+        if record.drift_pending:
             continue
         if applied.role_name not in granted.get(applied.username, frozenset()):
             missing.append(record)

@@ -52,6 +52,10 @@ def kopf_settings_for(settings: Settings) -> kopf.OperatorSettings:
     kopf_settings.watching.client_timeout = 330
     kopf_settings.watching.connect_timeout = 10
     kopf_settings.networking.error_backoffs = [1, 2, 4, 8]
+    # After patching, kopf ignores older events until its own patch comes back, for this long
+    # (default 5 s). At thousands of bindings the watch lags more than that, and kopf would
+    # reconcile some bindings twice from the stale copy.
+    kopf_settings.persistence.consistency_timeout = 30.0
     # On SIGTERM, calls in flight finish and write their status (kopf's default is 2 s).
     kopf_settings.queueing.exit_timeout = settings.shutdown_grace_seconds
     return kopf_settings

@@ -83,6 +83,26 @@ def test_drifted_lists_ready_bindings_whose_grant_is_missing() -> None:
     assert [r.name for r in inventory.drifted(records, granted)] == ["missing"]
 
 
+def test_a_binding_already_asked_to_re_add_is_not_asked_again() -> None:
+    pending = BindingRecord(
+        "ns", "asked", "uid", 1, PAIR, PAIR, False, True, drift_requested="t2", drift_handled="t1"
+    )
+    handled = BindingRecord(
+        "ns", "acted", "uid", 1, PAIR, PAIR, False, True, drift_requested="t2", drift_handled="t2"
+    )
+    assert pending.drift_pending
+    assert not handled.drift_pending
+    nothing_granted: dict[str, frozenset[str]] = {}
+    assert [r.name for r in inventory.drifted([pending, handled], nothing_granted)] == ["acted"]
+
+
+def test_record_reads_the_drift_request_and_what_was_acted_on() -> None:
+    meta = {"uid": "u", "generation": 2, "annotations": {inventory.DRIFT_ANNOTATION: "t2"}}
+    spec = {"connectionRef": {"name": "milvus"}, "username": "alice", "roleName": "reader"}
+    rec = inventory.binding_record("ns", "b", meta, spec, {"driftCheck": "t1"})
+    assert (rec.drift_requested, rec.drift_handled, rec.drift_pending) == ("t2", "t1", True)
+
+
 def test_intent_round_trips_through_the_annotation() -> None:
     annotations = {inventory.INTENT_ANNOTATION: inventory.intent_annotation(PAIR)}
     assert inventory.intent_from(annotations) == PAIR

@@ -152,7 +152,16 @@ def test_forbidden_pair_with_nothing_applied_makes_no_call() -> None:
 def binding(reason: str, check: str = "", deleting: bool = False) -> BindingRecord:
     pair = RolePair(SHARED, "svc_app", "reader")
     return BindingRecord(
-        "team-a", "b", "uid", 1, pair, pair, deleting, reason == "Granted", (), reason, check
+        "team-a",
+        "b",
+        "uid",
+        1,
+        pair,
+        pair,
+        deleting,
+        ready=reason == "Granted",
+        ready_reason=reason,
+        policy_check=check,
     )
 
 
