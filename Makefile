@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: install prepare prepare-tests dev test lint typecheck unit integration e2e image sync-chart clean
+.PHONY: install prepare prepare-tests dev test lint typecheck unit integration e2e image sync-chart bench clean
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,11 @@ test: lint typecheck prepare-tests
 # Copy deploy/crds/ and deploy/rbac/operator.yaml into the Helm chart (tests fail while they differ).
 sync-chart:
 	$(PYTHON) hack/sync-chart.py
+
+# The performance benchmark (bench/README.md): prints a table, writes bench/results/<timestamp>.json.
+BENCH_ARGS ?=
+bench: prepare
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # The container image: buildah on a local Debian base (hack/image), no registry needed.
 image: install

@@ -1,0 +1,269 @@
+"""The floor: what any implementation must do for one binding, measured directly.
+
+Create: one AddUserToRole (pymilvus AsyncMilvusClient, with the operator's client settings) and
+one status PATCH of a MilvusRoleBinding. Delete: one RemoveUserFromRole and one PATCH of the
+object's metadata (the write that releases a finalizer). Run before the operator starts, on
+objects in a namespace of their own that are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pymilvus import AsyncMilvusClient
+
+from bench.kube import GROUP, VERSION, Kube, binding_path
+from bench.milvus_state import Pair
+from bench.stats import summarize
+from milvus_rbac_operator.devenv.milvus_server import ROOT_PASSWORD, ROOT_USERNAME
+
+NAMESPACE = "bench-floor"
+OBJECTS = 100  # status PATCHes go round-robin over this many objects
+CONNECTION = "milvus"
+TIMEOUT_SECONDS = 10.0  # the operator's default per-call timeout
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def floor_status(user: str, role: str, serial: int) -> dict[str, Any]:
+    """A status like the operator's after a grant; `serial` makes every write a real change."""
+    now = now_rfc3339()
+    return {
+        "status": {
+            "observedGeneration": 1,
+            "applied": {"connection": CONNECTION, "username": user, "roleName": role},
+            "resStatus": {
+                "operation": "AddUserToRole",
+                "username": user,
+                "roleName": role,
+                "code": 0,
+                "errorCode": "Success",
+                "reason": "",
+                "time": now,
+            },
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Granted",
+                    "message": f"user {user} in role {role} (connection {CONNECTION}) is in place"
+                    f" (AddUserToRole({user}, {role}): code 0, errorCode Success) #{serial}",
+                    "observedGeneration": 1,
+                    "lastTransitionTime": now,
+                }
+            ],
+        }
+    }
+
+
+def binding_object(namespace: str, name: str, user: str, role: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MilvusRoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"connectionRef": {"name": CONNECTION}, "username": user, "roleName": role},
+    }
+
+
+def operator_like_client(uri: str) -> AsyncMilvusClient:
+    """As milvus_rbac_operator.milvus.MilvusRBAC builds its client (no TLS, no database)."""
+    return AsyncMilvusClient(
+        uri=uri,
+        token=f"{ROOT_USERNAME}:{ROOT_PASSWORD}",
+        db_name="",
+        timeout=TIMEOUT_SECONDS,
+        dedicated=True,
+    )
+
+
+@dataclass
+class Timings:
+    """Per unit: the whole unit, its Milvus RPC, its API write (seconds)."""
+
+    unit: list[float] = field(default_factory=list)
+    rpc: list[float] = field(default_factory=list)
+    write: list[float] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            name: (s.as_json() if (s := summarize(values)) else None)
+            for name, values in (("unit", self.unit), ("rpc", self.rpc), ("write", self.write))
+        }
+
+
+@dataclass
+class BulkFloor:
+    """N create units then N delete units, `concurrency` in flight."""
+
+    concurrency: int
+    create_seconds: float
+    delete_seconds: float
+    create: Timings
+    delete: Timings
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "create_seconds": self.create_seconds,
+            "delete_seconds": self.delete_seconds,
+            "create": self.create.as_json(),
+            "delete": self.delete.as_json(),
+        }
+
+
+@dataclass
+class FloorResult:
+    create: Timings
+    delete: Timings
+    # size -> one run per concurrency tried; the floor is the fastest of them.
+    bulk: dict[int, list[BulkFloor]] = field(default_factory=dict)
+
+    def best(self, size: int, create: bool) -> BulkFloor:
+        runs = self.bulk[size]
+        return min(runs, key=lambda r: r.create_seconds if create else r.delete_seconds)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "create": self.create.as_json(),
+            "delete": self.delete.as_json(),
+            "bulk_create_seconds": {str(n): self.best(n, True).create_seconds for n in self.bulk},
+            "bulk_create_concurrency": {str(n): self.best(n, True).concurrency for n in self.bulk},
+            "bulk_delete_seconds": {str(n): self.best(n, False).delete_seconds for n in self.bulk},
+            "bulk_delete_concurrency": {str(n): self.best(n, False).concurrency for n in self.bulk},
+            "bulk_runs": {str(n): [r.as_json() for r in runs] for n, runs in self.bulk.items()},
+            "samples_ms": {
+                "create": [round(v * 1000, 3) for v in self.create.unit],
+                "delete": [round(v * 1000, 3) for v in self.delete.unit],
+            },
+        }
+
+
+class Floor:
+    def __init__(self, kube: Kube, milvus_uri: str) -> None:
+        self._kube = kube
+        self._uri = milvus_uri
+        self._serial = 0
+
+    def _object_name(self, index: int) -> str:
+        return f"floor-{index % OBJECTS:03d}"
+
+    async def prepare(self) -> None:
+        await self._kube.apply_core(
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        )
+        for index in range(OBJECTS):
+            name = self._object_name(index)
+            await self._kube.call(
+                "POST",
+                binding_path(NAMESPACE),
+                binding_object(NAMESPACE, name, "floor", "floor"),
+                ok=(201, 409),
+            )
+
+    async def create_unit(self, client: AsyncMilvusClient, index: int, pair: Pair) -> Timings:
+        self._serial += 1
+        user, role = pair
+        started = time.monotonic()
+        await client.grant_role(user, role, timeout=TIMEOUT_SECONDS)
+        granted = time.monotonic()
+        await self._kube.patch_binding(
+            NAMESPACE, self._object_name(index), floor_status(user, role, self._serial), "status"
+        )
+        done = time.monotonic()
+        return Timings([done - started], [granted - started], [done - granted])
+
+    async def delete_unit(self, client: AsyncMilvusClient, index: int, pair: Pair) -> Timings:
+        self._serial += 1
+        user, role = pair
+        started = time.monotonic()
+        await client.revoke_role(user, role, timeout=TIMEOUT_SECONDS)
+        revoked = time.monotonic()
+        release = {"metadata": {"annotations": {"bench.rbac.milvus.io/floor": str(self._serial)}}}
+        await self._kube.patch_binding(NAMESPACE, self._object_name(index), release)
+        done = time.monotonic()
+        return Timings([done - started], [revoked - started], [done - revoked])
+
+    async def sequential(
+        self,
+        unit: Callable[[AsyncMilvusClient, int, Pair], Awaitable[Timings]],
+        client: AsyncMilvusClient,
+        pairs: Sequence[Pair],
+    ) -> Timings:
+        total = Timings()
+        for index, pair in enumerate(pairs):
+            one = await unit(client, index, pair)
+            total.unit += one.unit
+            total.rpc += one.rpc
+            total.write += one.write
+        return total
+
+    async def concurrent(
+        self,
+        unit: Callable[[AsyncMilvusClient, int, Pair], Awaitable[Timings]],
+        client: AsyncMilvusClient,
+        pairs: Sequence[Pair],
+        concurrency: int,
+    ) -> tuple[float, Timings]:
+        """Seconds for all units with `concurrency` in flight, and each unit's timings."""
+        gate = asyncio.Semaphore(concurrency)
+        total = Timings()
+
+        async def one(index: int, pair: Pair) -> None:
+            async with gate:
+                done = await unit(client, index, pair)
+            total.unit += done.unit
+            total.rpc += done.rpc
+            total.write += done.write
+
+        started = time.monotonic()
+        await asyncio.gather(*(one(i, p) for i, p in enumerate(pairs)))
+        return time.monotonic() - started, total
+
+    async def measure(
+        self,
+        single: Sequence[Pair],
+        bulk: dict[int, Sequence[Pair]],
+        concurrencies: Sequence[int],
+        say: Callable[[str], None],
+    ) -> FloorResult:
+        await self.prepare()
+        client = operator_like_client(self._uri)
+        try:
+            # Warm: the operator's client and API connections are open long before a binding.
+            await client.get_server_version(timeout=TIMEOUT_SECONDS)
+            await self.sequential(self.create_unit, client, single[:5])
+            await self.sequential(self.delete_unit, client, single[:5])
+            result = FloorResult(
+                create=await self.sequential(self.create_unit, client, single),
+                delete=await self.sequential(self.delete_unit, client, single),
+            )
+            # On a loaded 2-core machine more requests in flight can be slower than one at a
+            # time, so each size is measured at every concurrency and the fastest is the floor.
+            for size, pairs in bulk.items():
+                result.bulk[size] = []
+                for concurrency in concurrencies:
+                    created, create = await self.concurrent(
+                        self.create_unit, client, pairs, concurrency
+                    )
+                    deleted, delete = await self.concurrent(
+                        self.delete_unit, client, pairs, concurrency
+                    )
+                    result.bulk[size].append(
+                        BulkFloor(concurrency, created, deleted, create, delete)
+                    )
+                    say(
+                        f"  floor x{size}, {concurrency} in flight: {created:.2f} s to grant, "
+                        f"{deleted:.2f} s to revoke"
+                    )
+        finally:
+            await client.close()
+        await self._kube.delete_all_bindings(NAMESPACE)
+        return result
