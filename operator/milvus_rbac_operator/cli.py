@@ -64,9 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class RoutineSuccessIsDebug(logging.Filter):
-    """kopf logs every timer tick and namespace event at INFO; they are DEBUG to a reader."""
+    """kopf logs every timer tick and every watch event it tracks at INFO; they are DEBUG to a
+    reader."""
 
-    _ROUTINE = re.compile(r"^(Timer '[^']+'|Handler 'check_policy_in_namespace') succeeded\.$")
+    _ROUTINE = re.compile(r"^(Timer '[^']+'|Handler '[^']*track_\w+') succeeded\.$")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno == logging.INFO and self._ROUTINE.match(str(record.msg)):

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import kopf
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from milvus_rbac_operator import policy, status
+from milvus_rbac_operator import kubeclient, policy, status
 from milvus_rbac_operator.milvus import Credentials, Endpoint, MilvusRBAC
 from milvus_rbac_operator.model import ConnectionKey, ConnectionRef
 from milvus_rbac_operator.reconcile import UnusableConnectionError
@@ -115,6 +117,40 @@ class KubeAPI:
             )
         found: dict[str, Any] | None = await self._get(read)
         return found
+
+    async def list_objects(self, plural: str, namespaces: tuple[str, ...] = ()) -> list[kopf.Body]:
+        """Every object of a kind (in the served namespaces), page by page, as kopf bodies."""
+        if plural == "namespaces":
+            listed = await asyncio.to_thread(self._core.list_namespace)
+            raw = self._core.api_client.sanitize_for_serialization(listed)["items"]
+            return [kopf.Body(item) for item in raw]
+        pages: list[Callable[[str | None], Any]]
+        if plural == CLUSTER_CONNECTIONS or not namespaces:
+            pages = [functools.partial(self._list_page, "", plural)]
+        else:
+            names = kubeclient.served_namespaces(
+                namespaces, [str(b.meta.name) for b in await self.list_objects("namespaces")]
+            )
+            pages = [functools.partial(self._list_page, namespace, plural) for namespace in names]
+        bodies: list[kopf.Body] = []
+        for page in pages:
+            token: str | None = None
+            while True:
+                found = await asyncio.to_thread(page, token)
+                bodies += [kopf.Body(item) for item in found.get("items", [])]
+                token = (found.get("metadata") or {}).get("continue")
+                if not token:
+                    break
+        return bodies
+
+    def _list_page(self, namespace: str, plural: str, token: str | None) -> Any:
+        if not namespace:
+            return self._custom.list_cluster_custom_object(
+                GROUP, VERSION, plural, limit=500, _continue=token
+            )
+        return self._custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, plural, limit=500, _continue=token
+        )
 
     async def namespace_labels(self, name: str) -> dict[str, str] | None:
         found = await self._get(lambda: self._core.read_namespace(name))

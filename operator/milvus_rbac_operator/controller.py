@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,17 +11,21 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from milvus_rbac_operator import inventory, metrics, policy, reconcile, status
-from milvus_rbac_operator.connections import ConnectionRegistry, KubeAPI
-from milvus_rbac_operator.inventory import BindingRecord
+from milvus_rbac_operator.connections import (
+    BINDINGS,
+    CLUSTER_CONNECTIONS,
+    CONNECTIONS,
+    ConnectionRegistry,
+    KubeAPI,
+)
+from milvus_rbac_operator.inventory import BindingRecord, LiveObjects
 from milvus_rbac_operator.model import (
     CLUSTER_CONNECTION,
-    ConnectionKey,
     ConnectionRef,
     Operation,
     RolePair,
     utcnow,
 )
-from milvus_rbac_operator.policy import Policy
 from milvus_rbac_operator.reconcile import Progress, UnusableConnectionError
 from milvus_rbac_operator.settings import Settings
 from milvus_rbac_operator.status import Reason
@@ -37,90 +41,8 @@ class Runtime:
     kubeconfig: str | None = None
     # "namespace/name" -> the last Ready reason of each MilvusConnection, for /healthz, /readyz.
     connection_states: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ClusterConnectionRecord:
-    """A ClusterMilvusConnection as the inventory sees it: where it points, what it allows."""
-
-    endpoint: str
-    policy: Policy
-
-
-@dataclass(frozen=True)
-class Inventory:
-    """kopf's indexes over the live objects (see handlers.py)."""
-
-    bindings_by_pair: Mapping[tuple[str, str], Iterable[BindingRecord]]
-    connection_endpoints: Mapping[ConnectionKey, Iterable[str]]
-    cluster_connections: Mapping[str, Iterable[ClusterConnectionRecord]]
-    namespace_labels: Mapping[str, Iterable[Mapping[str, str]]]
-
-    def cluster_connection(self, name: str) -> ClusterConnectionRecord | None:
-        return next(iter(self.cluster_connections.get(name, ())), None)
-
-    def labels_of(self, namespace: str) -> Mapping[str, str] | None:
-        return next(iter(self.namespace_labels.get(namespace, ())), None)
-
-    def endpoint_of(self, key: ConnectionKey) -> str | None:
-        if key[0] == "":
-            found = self.cluster_connection(key[1])
-            return found.endpoint if found else None
-        return next(iter(self.connection_endpoints.get(key, ())), None)
-
-    def may_hold(self, record: BindingRecord) -> bool:
-        """Whether a binding's connection (still) lets it hold its desired pair."""
-        desired = record.desired
-        if desired is None or not desired.connection.cluster_scoped:
-            return True
-        found = self.cluster_connection(desired.connection.name)
-        if found is None:  # not seen yet: keep what it may hold rather than revoke too much
-            return True
-        refusal = policy.forbidden(
-            found.policy,
-            desired.connection.name,
-            record.namespace,
-            self.labels_of(record.namespace),
-            desired.username,
-            desired.role_name,
-        )
-        return refusal is None
-
-    def holders(
-        self, pairs: Iterable[RolePair], namespace: str, me: str
-    ) -> dict[RolePair, tuple[str, ...]]:
-        endpoints = _Endpoints(self)
-        return {
-            pair: inventory.holders(
-                pair,
-                namespace,
-                me,
-                self.bindings_by_pair.get((pair.username, pair.role_name), ()),
-                endpoints,
-                self.may_hold,
-            )
-            for pair in pairs
-        }
-
-
-class _Endpoints(Mapping[ConnectionKey, str]):
-    """Both connection kinds' endpoints, looked up only for the keys asked for."""
-
-    def __init__(self, live: Inventory) -> None:
-        self._live = live
-
-    def __getitem__(self, key: ConnectionKey) -> str:
-        found = self._live.endpoint_of(key)
-        if found is None:
-            raise KeyError(key)
-        return found
-
-    def __iter__(self) -> Iterator[ConnectionKey]:
-        yield from self._live.connection_endpoints
-        yield from (("", name) for name in self._live.cluster_connections)
-
-    def __len__(self) -> int:
-        return len(self._live.connection_endpoints) + len(self._live.cluster_connections)
+    # What the watch has shown (see inventory.py): filled at start-up, kept by handlers.py.
+    live: LiveObjects = field(default_factory=LiveObjects)
 
 
 def _record(
@@ -201,7 +123,7 @@ def _timeout(spec: Mapping[str, Any]) -> float | None:
 
 
 async def _policy_refusal(
-    runtime: Runtime, live: Inventory, namespace: str, desired: RolePair
+    runtime: Runtime, live: LiveObjects, namespace: str, desired: RolePair
 ) -> status.Readiness | None:
     """Forbidden when the ClusterMilvusConnection's policy does not allow the desired pair.
 
@@ -234,7 +156,7 @@ async def reconcile_binding(
     patch: kopf.Patch,
     retry: int,
     logger: logging.Logger,
-    live: Inventory,
+    live: LiveObjects,
     drift_check: str = "",
 ) -> None:
     """Bring Milvus to the binding's spec; status says how it went; not-yet-done raises to retry.
@@ -293,7 +215,7 @@ async def finalize_binding(
     patch: kopf.Patch,
     retry: int,
     logger: logging.Logger,
-    live: Inventory,
+    live: LiveObjects,
 ) -> None:
     """Remove what the binding claimed (unless Orphan) before kopf releases the finalizer."""
     spec, current, meta = body.spec, body.status, body.meta
@@ -363,7 +285,7 @@ async def correct_drift(
     runtime: Runtime,
     body: kopf.Body,
     records: Iterable[BindingRecord],
-    live: Inventory,
+    live: LiveObjects,
     logger: logging.Logger,
 ) -> None:
     """One SelectUser listing per connection; ask each binding whose grant it lacks to re-add it.
@@ -403,9 +325,13 @@ async def correct_drift(
 async def release_connection(
     runtime: Runtime, body: kopf.Body, users: Iterable[BindingRecord], retry: int
 ) -> None:
-    """A connection goes only when no binding needs it any more to add or remove its grant."""
+    """A connection goes only when no binding may still have a grant to remove through it.
+
+    Bindings that only want it (nothing added yet) do not hold it: they turn ConnectionNotFound.
+    """
     namespace, ref = connection_of(body)
-    waiting = sorted({r.ref for r in users})
+    key = ref.key(namespace)
+    waiting = sorted({r.ref for r in users if inventory.holds_through(r, key)})
     if waiting:
         shown = ", ".join(waiting[:5]) + (
             f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
@@ -414,12 +340,12 @@ async def release_connection(
             f"still used by {len(waiting)} MilvusRoleBinding(s): {shown}",
             delay=min(runtime.settings.retry_max_seconds, 5 * (retry + 1)),
         )
-    await runtime.connections.forget(ref.key(namespace))
+    await runtime.connections.forget(key)
     runtime.connection_states.pop(_state_key(namespace, ref), None)
 
 
 async def request_policy_checks(
-    runtime: Runtime, records: Iterable[BindingRecord], live: Inventory, logger: logging.Logger
+    runtime: Runtime, records: Iterable[BindingRecord], live: LiveObjects, logger: logging.Logger
 ) -> None:
     """After a policy or namespace-label change: wake the bindings whose verdict changed.
 
@@ -445,3 +371,57 @@ async def request_policy_checks(
             logger.info("policy check of %s not requested: %s", record.ref, exc.reason)
             continue
         logger.info("policy check requested for %s", record.ref)
+
+
+def track_binding(runtime: Runtime, event_type: str | None, body: kopf.Body) -> None:
+    """Keep the live view of one binding current (a watch event)."""
+    if event_type == "DELETED":
+        runtime.live.drop_binding(str(body.meta.uid))
+        return
+    meta = body.meta
+    record = inventory.binding_record(
+        meta.namespace or "", meta.name or "", meta, body.spec, body.status
+    )
+    runtime.live.put_binding(record)
+
+
+def track_connection(runtime: Runtime, event_type: str | None, body: kopf.Body) -> None:
+    """Keep the live view of one MilvusConnection or ClusterMilvusConnection current."""
+    namespace, ref = connection_of(body)
+    gone = event_type == "DELETED"
+    if ref.cluster_scoped:
+        if gone:
+            runtime.live.cluster_connections.pop(ref.name, None)
+        else:
+            record = inventory.cluster_connection_record(body.spec)
+            runtime.live.cluster_connections[ref.name] = record
+    elif gone:
+        runtime.live.connection_endpoints.pop(ref.key(namespace), None)
+    else:
+        runtime.live.connection_endpoints[ref.key(namespace)] = inventory.endpoint_key(body.spec)
+
+
+def track_namespace(runtime: Runtime, event_type: str | None, body: kopf.Body) -> None:
+    name = str(body.meta.name)
+    if event_type == "DELETED":
+        runtime.live.namespace_labels.pop(name, None)
+    else:
+        runtime.live.namespace_labels[name] = dict(body.meta.labels)
+
+
+async def load_live_objects(runtime: Runtime, logger: logging.Logger) -> None:
+    """One LIST per kind before any handler runs, so that the first decisions see everything."""
+    kube, namespaces = runtime.kube, runtime.settings.namespaces
+    listed = {
+        "namespaces": await kube.list_objects("namespaces"),
+        "bindings": await kube.list_objects(BINDINGS, namespaces),
+        "connections": await kube.list_objects(CONNECTIONS, namespaces),
+        "cluster connections": await kube.list_objects(CLUSTER_CONNECTIONS),
+    }
+    for body in listed["namespaces"]:
+        track_namespace(runtime, None, body)
+    for body in listed["connections"] + listed["cluster connections"]:
+        track_connection(runtime, None, body)
+    for body in listed["bindings"]:
+        track_binding(runtime, None, body)
+    logger.info("listed %s", ", ".join(f"{len(v)} {k}" for k, v in listed.items()))

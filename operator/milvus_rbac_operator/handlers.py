@@ -6,7 +6,7 @@ from typing import Any
 
 import kopf
 
-from milvus_rbac_operator import controller, inventory, kubeclient, metrics, policy
+from milvus_rbac_operator import controller, inventory, kubeclient, metrics
 from milvus_rbac_operator.connections import (
     BINDINGS,
     CLUSTER_CONNECTIONS,
@@ -14,9 +14,8 @@ from milvus_rbac_operator.connections import (
     GROUP,
     VERSION,
 )
-from milvus_rbac_operator.controller import ClusterConnectionRecord, Runtime
+from milvus_rbac_operator.controller import Runtime
 from milvus_rbac_operator.inventory import BindingRecord
-from milvus_rbac_operator.model import ConnectionKey
 from milvus_rbac_operator.settings import Settings
 
 # Expected failures raise kopf.TemporaryError with their own delay; anything unexpected (an API
@@ -35,47 +34,39 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     async def cleanup(memo: Any, **_: Any) -> None:
         await memo.runtime.connections.close()
 
-    # Indexes over the live objects: who wants which pair, who uses which connection, where each
-    # connection points and what it allows, which labels each namespace has. Rebuilt from the
-    # watch after every restart.
-    @kopf.index(GROUP, VERSION, BINDINGS, id="bindings_by_pair", registry=registry)
-    def bindings_by_pair(**kwargs: Any) -> dict[tuple[str, str], BindingRecord]:
-        record = _binding_record(kwargs)
-        return dict.fromkeys(inventory.pair_keys(record), record)
+    # The live view of bindings, connections and namespace labels (inventory.LiveObjects): one
+    # LIST per kind before the watches start, then every watch event. kopf's own indexes would
+    # do the same but hold start-up for minutes at thousands of bindings.
+    @kopf.on.startup(registry=registry)
+    async def load_live_objects(memo: Any, logger: Any, **_: Any) -> None:
+        runtime = _runtime(memo)
+        await controller.load_live_objects(runtime, logger)
+        metrics.BINDINGS.follow(runtime.live.readiness_counts)
 
-    @kopf.index(GROUP, VERSION, BINDINGS, id="bindings_by_connection", registry=registry)
-    def bindings_by_connection(**kwargs: Any) -> dict[ConnectionKey, BindingRecord]:
-        record = _binding_record(kwargs)
-        intent = inventory.intent_from(kwargs["meta"].get("annotations"))
-        return dict.fromkeys(inventory.connections_used(record, intent), record)
+    @kopf.on.event(GROUP, VERSION, BINDINGS, registry=registry)
+    def track_binding(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+        controller.track_binding(_runtime(memo), type, body)
 
-    @kopf.index(GROUP, VERSION, BINDINGS, id="bindings_by_readiness", registry=registry)
-    def bindings_by_readiness(status: kopf.Status, **_: Any) -> dict[str, bool]:
-        return {inventory.readiness_label(status): True}
-
-    @kopf.index(GROUP, VERSION, BINDINGS, id="cluster_bindings_by_namespace", registry=registry)
-    def cluster_bindings_by_namespace(**kwargs: Any) -> dict[str, BindingRecord]:
-        record = _binding_record(kwargs)
-        if record.desired is None or not record.desired.connection.cluster_scoped:
-            return {}
-        return {record.namespace: record}
-
-    @kopf.index(GROUP, VERSION, CONNECTIONS, id="connection_endpoints", registry=registry)
-    def connection_endpoints(
-        namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-    ) -> dict[ConnectionKey, str]:
-        return {(namespace or "", name): inventory.endpoint_key(spec)}
-
-    @kopf.index(GROUP, VERSION, CLUSTER_CONNECTIONS, id="cluster_connections", registry=registry)
-    def cluster_connections(name: str, spec: kopf.Spec, **_: Any) -> dict[str, Any]:
-        record = ClusterConnectionRecord(
-            inventory.endpoint_key(spec), policy.policy_from_spec(spec)
+    for plural in (CONNECTIONS, CLUSTER_CONNECTIONS):
+        kopf.on.event(GROUP, VERSION, plural, id="track_connection", registry=registry)(
+            track_connection
         )
-        return {name: record}
 
-    @kopf.index("v1", "namespaces", id="namespace_labels", registry=registry)
-    def namespace_labels(name: str, labels: kopf.Labels, **_: Any) -> dict[str, dict[str, str]]:
-        return {name: dict(labels)}
+    @kopf.on.event("v1", "namespaces", registry=registry)
+    async def track_namespace(
+        type: str | None,
+        body: kopf.Body,
+        name: str,
+        memo: Any,
+        logger: Any,
+        **_: Any,
+    ) -> None:
+        runtime = _runtime(memo)
+        controller.track_namespace(runtime, type, body)
+        # Namespace labels feed allowedNamespaces selectors: re-check that namespace's bindings.
+        users = runtime.live.cluster_bindings_in(name)
+        if users:
+            await controller.request_policy_checks(runtime, users, runtime.live, logger)
 
     # A binding needs its finalizer once it has an intent (something to remove later). The
     # operator writes both together right before the first AddUserToRole, in one write; kopf
@@ -165,67 +156,64 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         registry=registry,
     )(check_policy_of_connection)
 
-    # Namespace labels feed allowedNamespaces selectors. An event handler keeps no state and
-    # writes nothing to the namespace.
-    kopf.on.event("v1", "namespaces", registry=registry)(check_policy_in_namespace)
-
     return registry
 
 
+@kubeclient.temporary_on_api_outage
 async def reconcile_binding(
     body: kopf.Body, patch: kopf.Patch, retry: int, logger: Any, memo: Any, **kwargs: Any
 ) -> None:
     await controller.reconcile_binding(
-        _runtime(memo), body, patch, retry, logger, _inventory(kwargs)
+        _runtime(memo), body, patch, retry, logger, _runtime(memo).live
     )
 
 
+@kubeclient.temporary_on_api_outage
 async def re_add_drifted_grant(
     body: kopf.Body, patch: kopf.Patch, retry: int, logger: Any, memo: Any, **kwargs: Any
 ) -> None:
     request = str(body.meta.annotations.get(inventory.DRIFT_ANNOTATION) or "")
     await controller.reconcile_binding(
-        _runtime(memo), body, patch, retry, logger, _inventory(kwargs), drift_check=request
+        _runtime(memo), body, patch, retry, logger, _runtime(memo).live, drift_check=request
     )
 
 
+@kubeclient.temporary_on_api_outage
 async def finalize_binding(
     body: kopf.Body, patch: kopf.Patch, retry: int, logger: Any, memo: Any, **kwargs: Any
 ) -> None:
     await controller.finalize_binding(
-        _runtime(memo), body, patch, retry, logger, _inventory(kwargs)
+        _runtime(memo), body, patch, retry, logger, _runtime(memo).live
     )
 
 
+@kubeclient.temporary_on_api_outage
 async def check_connection(
     body: kopf.Body, patch: kopf.Patch, logger: Any, memo: Any, **_: Any
 ) -> None:
     await controller.check_connection(_runtime(memo), body, patch, logger)
 
 
+@kubeclient.temporary_on_api_outage
 async def correct_drift(body: kopf.Body, logger: Any, memo: Any, **kwargs: Any) -> None:
-    live = _inventory(kwargs)
-    users = _users_of(body, kwargs)
+    live = _runtime(memo).live
+    users = _users_of(body, memo)
     await controller.correct_drift(_runtime(memo), body, users, live, logger)
     # Also the slow net under namespace-label and policy changes.
     await controller.request_policy_checks(_runtime(memo), users, live, logger)
 
 
+@kubeclient.temporary_on_api_outage
 async def release_connection(body: kopf.Body, retry: int, memo: Any, **kwargs: Any) -> None:
-    await controller.release_connection(_runtime(memo), body, _users_of(body, kwargs), retry)
+    await controller.release_connection(_runtime(memo), body, _users_of(body, memo), retry)
 
 
+@kubeclient.temporary_on_api_outage
 async def check_policy_of_connection(
     body: kopf.Body, logger: Any, memo: Any, **kwargs: Any
 ) -> None:
-    users = _users_of(body, kwargs)
-    await controller.request_policy_checks(_runtime(memo), users, _inventory(kwargs), logger)
-
-
-async def check_policy_in_namespace(name: str, logger: Any, memo: Any, **kwargs: Any) -> None:
-    users = list(kwargs["cluster_bindings_by_namespace"].get(name, []))
-    if users:
-        await controller.request_policy_checks(_runtime(memo), users, _inventory(kwargs), logger)
+    users = _users_of(body, memo)
+    await controller.request_policy_checks(_runtime(memo), users, _runtime(memo).live, logger)
 
 
 def _runtime(memo: Any) -> Runtime:
@@ -234,23 +222,11 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-def _binding_record(kwargs: dict[str, Any]) -> BindingRecord:
-    return inventory.binding_record(
-        kwargs["namespace"] or "", kwargs["name"], kwargs["meta"], kwargs["spec"], kwargs["status"]
-    )
+def track_connection(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    controller.track_connection(_runtime(memo), type, body)
 
 
-def _inventory(kwargs: dict[str, Any]) -> controller.Inventory:
-    metrics.BINDINGS.follow(kwargs["bindings_by_readiness"])  # the same live view every time
-    return controller.Inventory(
-        kwargs["bindings_by_pair"],
-        kwargs["connection_endpoints"],
-        kwargs["cluster_connections"],
-        kwargs["namespace_labels"],
-    )
-
-
-def _users_of(body: kopf.Body, kwargs: dict[str, Any]) -> list[BindingRecord]:
-    """Bindings that use the connection `body` (index `bindings_by_connection`)."""
+def _users_of(body: kopf.Body, memo: Any) -> list[BindingRecord]:
+    """Bindings that use the connection `body`."""
     namespace, ref = controller.connection_of(body)
-    return list(kwargs["bindings_by_connection"].get(ref.key(namespace), []))
+    return _runtime(memo).live.users_of(ref.key(namespace))

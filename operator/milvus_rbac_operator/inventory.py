@@ -1,18 +1,22 @@
 """What the live objects say, free of I/O: who claims which pair, on which Milvus, and what drifted.
 
-Fed by kopf indexes, which are rebuilt from the API server's watch after every restart: nothing
-here is memory of the operator's own.
+LiveObjects is filled from one LIST per kind at start-up and kept current by the watch (see
+handlers.py): after a restart it is rebuilt from the API server, so nothing here is memory of
+the operator's own. (kopf's own indexes block start-up for a time that grows with the cube of
+the number of objects; at 3,000 bindings that was a minute before the first reconcile.)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from milvus_rbac_operator import policy
 from milvus_rbac_operator.model import ConnectionKey, RolePair
+from milvus_rbac_operator.policy import Policy
 from milvus_rbac_operator.status import Reason
 
 # The pair a binding is about to add, written before the call: after a crash between Milvus's
@@ -78,6 +82,7 @@ class BindingRecord:
     policy_check: str = ""
     drift_requested: str = ""  # the drift-check annotation
     drift_handled: str = ""  # status.driftCheck: the last request the binding acted on
+    intent: RolePair | None = None  # the pair it was last about to add (annotation)
 
     @property
     def drift_pending(self) -> bool:
@@ -115,6 +120,7 @@ def binding_record(
         policy_check=str(annotations.get(RECONCILE_REQUEST_ANNOTATION) or ""),
         drift_requested=str(annotations.get(DRIFT_ANNOTATION) or ""),
         drift_handled=str(status.get("driftCheck") or ""),
+        intent=intent_from(annotations),
     )
 
 
@@ -166,10 +172,16 @@ def drifted(
     return missing
 
 
-def connections_used(record: BindingRecord, intent: RolePair | None) -> set[ConnectionKey]:
+def connections_used(record: BindingRecord) -> set[ConnectionKey]:
     """Every connection the binding wants or may still have to remove a grant through."""
-    pairs = [p for p in (record.desired, record.applied, intent) if p is not None]
+    pairs = [p for p in (record.desired, record.applied, record.intent) if p is not None]
     return {pair.connection.key(record.namespace) for pair in pairs}
+
+
+def holds_through(record: BindingRecord, key: ConnectionKey) -> bool:
+    """Whether a binding may have a grant to remove through this connection (applied, intent)."""
+    pairs = [p for p in (record.applied, record.intent) if p is not None]
+    return any(pair.connection.key(record.namespace) == key for pair in pairs)
 
 
 def pair_keys(record: BindingRecord) -> set[tuple[str, str]]:
@@ -188,9 +200,152 @@ def needs_policy_check(record: BindingRecord, allowed: bool, digest: str) -> boo
     return allowed == shows_forbidden
 
 
-def readiness_label(status: Mapping[str, Any]) -> str:
-    """The status of a binding's Ready condition: True, False, or Unknown before the first one."""
-    for condition in status.get("conditions") or ():
-        if isinstance(condition, Mapping) and condition.get("type") == "Ready":
-            return str(condition.get("status") or "Unknown")
-    return "Unknown"
+@dataclass(frozen=True, slots=True)
+class ClusterConnectionRecord:
+    """A ClusterMilvusConnection as the inventory sees it: where it points, what it allows."""
+
+    endpoint: str
+    policy: Policy
+
+
+def cluster_connection_record(spec: Mapping[str, Any]) -> ClusterConnectionRecord:
+    return ClusterConnectionRecord(endpoint_key(spec), policy.policy_from_spec(spec))
+
+
+class _Groups:
+    """key -> {uid: record}: each binding filed under every key it belongs to."""
+
+    def __init__(self) -> None:
+        self._groups: dict[Any, dict[str, BindingRecord]] = {}
+
+    def add(self, keys: Iterable[Any], record: BindingRecord) -> None:
+        for key in keys:
+            self._groups.setdefault(key, {})[record.uid] = record
+
+    def remove(self, keys: Iterable[Any], uid: str) -> None:
+        for key in keys:
+            group = self._groups.get(key)
+            if group is not None:
+                group.pop(uid, None)
+                if not group:
+                    del self._groups[key]
+
+    def get(self, key: Any) -> list[BindingRecord]:
+        return list(self._groups.get(key, {}).values())
+
+
+class LiveObjects:
+    """The live bindings, connections and namespace labels, and the questions asked of them."""
+
+    def __init__(self) -> None:
+        self._bindings: dict[str, BindingRecord] = {}
+        self._by_pair = _Groups()
+        self._by_connection = _Groups()
+        self._cluster_by_namespace = _Groups()
+        self.connection_endpoints: dict[ConnectionKey, str] = {}
+        self.cluster_connections: dict[str, ClusterConnectionRecord] = {}
+        self.namespace_labels: dict[str, dict[str, str]] = {}
+
+    @staticmethod
+    def _filing(record: BindingRecord) -> tuple[set[Any], set[Any], set[Any]]:
+        desired = record.desired
+        in_cluster = {record.namespace} if desired and desired.connection.cluster_scoped else set()
+        return pair_keys(record), connections_used(record), in_cluster
+
+    def put_binding(self, record: BindingRecord) -> None:
+        self.drop_binding(record.uid)
+        self._bindings[record.uid] = record
+        pairs, connections, in_cluster = self._filing(record)
+        self._by_pair.add(pairs, record)
+        self._by_connection.add(connections, record)
+        self._cluster_by_namespace.add(in_cluster, record)
+
+    def drop_binding(self, uid: str) -> None:
+        old = self._bindings.pop(uid, None)
+        if old is None:
+            return
+        pairs, connections, in_cluster = self._filing(old)
+        self._by_pair.remove(pairs, uid)
+        self._by_connection.remove(connections, uid)
+        self._cluster_by_namespace.remove(in_cluster, uid)
+
+    def users_of(self, key: ConnectionKey) -> list[BindingRecord]:
+        """Bindings that want, hold or may hold a grant through this connection."""
+        return self._by_connection.get(key)
+
+    def cluster_bindings_in(self, namespace: str) -> list[BindingRecord]:
+        return self._cluster_by_namespace.get(namespace)
+
+    def readiness_counts(self) -> dict[str, int]:
+        counts = {"true": 0, "false": 0, "unknown": 0}
+        for record in self._bindings.values():
+            state = "true" if record.ready else ("false" if record.ready_reason else "unknown")
+            counts[state] += 1
+        return counts
+
+    def cluster_connection(self, name: str) -> ClusterConnectionRecord | None:
+        return self.cluster_connections.get(name)
+
+    def labels_of(self, namespace: str) -> Mapping[str, str] | None:
+        return self.namespace_labels.get(namespace)
+
+    def endpoint_of(self, key: ConnectionKey) -> str | None:
+        if key[0] == "":
+            found = self.cluster_connection(key[1])
+            return found.endpoint if found else None
+        return self.connection_endpoints.get(key)
+
+    def may_hold(self, record: BindingRecord) -> bool:
+        """Whether a binding's connection (still) lets it hold its desired pair."""
+        desired = record.desired
+        if desired is None or not desired.connection.cluster_scoped:
+            return True
+        found = self.cluster_connection(desired.connection.name)
+        if found is None:  # not seen yet: keep what it may hold rather than revoke too much
+            return True
+        refusal = policy.forbidden(
+            found.policy,
+            desired.connection.name,
+            record.namespace,
+            self.labels_of(record.namespace),
+            desired.username,
+            desired.role_name,
+        )
+        return refusal is None
+
+    def holders(
+        self, pairs: Iterable[RolePair], namespace: str, me: str
+    ) -> dict[RolePair, tuple[str, ...]]:
+        """For each pair, the other live bindings that still want it on the same Milvus."""
+        endpoints = _Endpoints(self)
+        return {
+            pair: holders(
+                pair,
+                namespace,
+                me,
+                self._by_pair.get((pair.username, pair.role_name)),
+                endpoints,
+                self.may_hold,
+            )
+            for pair in pairs
+        }
+
+
+class _Endpoints(Mapping[ConnectionKey, str]):
+    """Both connection kinds' endpoints, looked up only for the keys asked for."""
+
+    def __init__(self, live: LiveObjects) -> None:
+        self._live = live
+
+    def __getitem__(self, key: ConnectionKey) -> str:
+        found = self._live.endpoint_of(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __iter__(self) -> Iterator[ConnectionKey]:
+        yield from self._live.connection_endpoints
+        yield from (("", name) for name in self._live.cluster_connections)
+
+    def __len__(self) -> int:
+        return len(self._live.connection_endpoints) + len(self._live.cluster_connections)

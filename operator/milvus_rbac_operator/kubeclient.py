@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Awaitable, Callable, Iterable
+from typing import ParamSpec
 
 import kopf
 import kubernetes
+import urllib3
+
+# kopf's namespace matcher is not exported; using it keeps start-up listing and watching equal.
+from kopf._cogs.structs.references import NamespaceName, match_namespace
+from kubernetes.client.exceptions import ApiException
+
+P = ParamSpec("P")
 
 
 def load_configuration(kubeconfig: str | None) -> kubernetes.client.Configuration:
@@ -38,3 +48,35 @@ def connection_info(configuration: kubernetes.client.Configuration) -> kopf.Conn
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
     )
+
+
+def served_namespaces(patterns: Iterable[str], existing: Iterable[str]) -> list[str]:
+    """The namespaces that `-n` patterns (names or kopf's globs) select among `existing`.
+
+    kopf's own matcher, so that what is listed at start-up is exactly what kopf then watches.
+    """
+    patterns = list(patterns)
+    return [
+        name
+        for name in existing
+        if any(match_namespace(NamespaceName(name), pattern) for pattern in patterns)
+    ]
+
+
+def temporary_on_api_outage(
+    handler: Callable[P, Awaitable[None]],
+) -> Callable[P, Awaitable[None]]:
+    """An API server that is down or overloaded is a retry soon, not a traceback in the log."""
+
+    @functools.wraps(handler)
+    async def wrapped(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            await handler(*args, **kwargs)
+        except urllib3.exceptions.HTTPError as exc:
+            raise kopf.TemporaryError(f"Kubernetes API unreachable: {exc}", delay=5) from exc
+        except ApiException as exc:
+            if exc.status is None or (exc.status < 500 and exc.status != 429):
+                raise
+            raise kopf.TemporaryError(f"Kubernetes API answered {exc.status}", delay=5) from exc
+
+    return wrapped

@@ -6,8 +6,7 @@ registers globally leaks into it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sized
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -43,24 +42,22 @@ DRIFT_CORRECTIONS = Counter(
 
 
 class BindingsByReadiness(Collector):
-    """mrbo_bindings{ready}: counted from the live index at scrape time, not kept twice."""
+    """mrbo_bindings{ready}: counted from the live view at scrape time, not kept twice."""
 
     def __init__(self) -> None:
-        self._index: Callable[[], Mapping[Any, Iterable[Any]]] | None = None
+        self._counts: Callable[[], Mapping[str, int]] = dict
 
-    def follow(self, index: Mapping[Any, Iterable[Any]]) -> None:
-        """The kopf index keyed by readiness (see handlers.py); it stays live across events."""
-        self._index = lambda: index
+    def follow(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Where the counts come from (inventory.LiveObjects.readiness_counts)."""
+        self._counts = counts
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             "mrbo_bindings", "MilvusRoleBindings by their Ready status.", labels=["ready"]
         )
-        index = self._index() if self._index is not None else {}
-        for ready in ("True", "False", "Unknown"):
-            store = index.get(ready, ())
-            count = len(store) if isinstance(store, Sized) else sum(1 for _ in store)
-            family.add_metric([ready.lower()], float(count))
+        counts = self._counts()
+        for ready in ("true", "false", "unknown"):
+            family.add_metric([ready], float(counts.get(ready, 0)))
         yield family
 
 

@@ -123,7 +123,13 @@ def test_record_from_a_binding_body() -> None:
         "conditions": [{"type": "Ready", "status": "True", "reason": "Granted"}],
     }
     spec = {"connectionRef": {"name": "milvus"}, "username": "alice", "roleName": "reader"}
-    rec = inventory.binding_record("ns", "b", {"uid": "u", "generation": 3}, spec, status)
+    old = RolePair(ConnectionRef("old"), "alice", "reader")
+    meta = {
+        "uid": "u",
+        "generation": 3,
+        "annotations": {inventory.INTENT_ANNOTATION: inventory.intent_annotation(old)},
+    }
+    rec = inventory.binding_record("ns", "b", meta, spec, status)
     assert (rec.desired, rec.applied, rec.ready, rec.deleting, rec.generation) == (
         PAIR,
         PAIR,
@@ -132,7 +138,33 @@ def test_record_from_a_binding_body() -> None:
         3,
     )
     assert inventory.pair_keys(rec) == {("alice", "reader")}
-    assert inventory.connections_used(rec, RolePair(ConnectionRef("old"), "alice", "reader")) == {
-        ("ns", "milvus"),
-        ("ns", "old"),
-    }
+    assert rec.intent == old
+    assert inventory.connections_used(rec) == {("ns", "milvus"), ("ns", "old")}
+
+
+def live_record(name: str, pair: RolePair, namespace: str = "ns", **fields: Any) -> BindingRecord:
+    return BindingRecord(namespace, name, f"uid-{name}", 1, pair, pair, False, True, **fields)
+
+
+def test_live_objects_file_each_binding_under_its_pair_and_connections() -> None:
+    live = inventory.LiveObjects()
+    live.connection_endpoints[("ns", "milvus")] = "http://milvus.db:19530/"
+    live.connection_endpoints[("other", "milvus")] = "http://milvus.db:19530/"
+    live.put_binding(live_record("a", PAIR))
+    live.put_binding(live_record("b", PAIR, namespace="other"))
+    assert {r.name for r in live.users_of(("ns", "milvus"))} == {"a"}
+    assert live.holders([PAIR], "ns", "ns/a") == {PAIR: ("other/b",)}
+    assert live.readiness_counts() == {"true": 2, "false": 0, "unknown": 0}
+
+
+def test_a_changed_binding_is_refiled_and_a_deleted_one_forgotten() -> None:
+    live = inventory.LiveObjects()
+    writer = RolePair(ConnectionRef("prod"), "alice", "writer")
+    live.put_binding(live_record("a", PAIR))
+    live.put_binding(live_record("a", writer))  # same uid, new spec
+    assert live.users_of(("ns", "milvus")) == []
+    assert [r.name for r in live.users_of(("ns", "prod"))] == ["a"]
+    assert live.holders([PAIR], "ns", "ns/other") == {PAIR: ()}
+    live.drop_binding("uid-a")
+    assert live.users_of(("ns", "prod")) == []
+    assert live.readiness_counts()["true"] == 0
