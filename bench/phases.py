@@ -311,6 +311,8 @@ async def bulk_phase(
     result["steady"] = await steady_window(bench, steady_intervals)
     result["drift"] = await drift_repair(bench, keys, pairs, drift_sample)
     result["milvus_after_drift"] = await milvus_check(bench, set(pairs))
+    result["restart"] = await restart_phase(bench, size, wait_limit)
+    result["milvus_after_restart"] = await milvus_check(bench, set(pairs))
 
     before = await snapshot(bench)
     started = time.monotonic()
@@ -331,6 +333,36 @@ async def bulk_phase(
     result["milvus_gone"] = await milvus_check(bench, set())
     bench.say(f"  {deleted}/{size} gone in {result['delete']['seconds'] or float('nan'):.2f} s")
     return result
+
+
+async def restart_phase(bench: Bench, size: int, wait_limit: float) -> dict[str, Any]:
+    """The operator restarted with `size` bindings in place: how long until every one was
+    confirmed again (a resume reconciles each), and the fresh process's RSS afterwards."""
+    await bench.operator.stop()
+    started = time.monotonic()
+    await bench.operator.start()
+    ready_after = time.monotonic() - started
+    confirmed, seconds = 0.0, None
+    while time.monotonic() - started < wait_limit and bench.operator.alive():
+        found = await bench.operator.metrics()
+        confirmed = sum(found.reconciles.values()) if found is not None else 0.0
+        if confirmed >= size:
+            seconds = time.monotonic() - started
+            break
+        await asyncio.sleep(0.2)
+    await settle(bench)
+    rss = bench.operator.rss_bytes()
+    bench.say(
+        f"  restart: /readyz after {ready_after:.2f} s, {confirmed:.0f}/{size} confirmed in "
+        f"{seconds if seconds is not None else float('nan'):.2f} s, RSS {(rss or 0) / 1e6:.0f} MB"
+    )
+    return {
+        "ready_seconds": ready_after,
+        "confirmed": confirmed,
+        "seconds": seconds,
+        "rss_bytes": rss,
+        "peak_rss_bytes": bench.operator.peak_rss_bytes(),
+    }
 
 
 async def steady_window(bench: Bench, intervals: int) -> dict[str, Any]:

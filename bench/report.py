@@ -258,6 +258,15 @@ def bulk_figures(results: Mapping[str, Any]) -> list[Figure]:
                     note=_check_note(bulk.get("milvus_after_drift")),
                 )
             )
+        if "milvus_after_restart" in bulk:
+            figures.append(
+                Figure(
+                    f"bulk {size}: Milvus state after a restart",
+                    _exact(bulk.get("milvus_after_restart")),
+                    "exact",
+                    note=_check_note(bulk.get("milvus_after_restart")),
+                )
+            )
     return figures
 
 
@@ -348,6 +357,27 @@ def steady_figures(results: Mapping[str, Any]) -> list[Figure]:
                 "%",
                 note=f"{steady.get('cpu_seconds') or 0:.2f} CPU s "
                 f"in {steady.get('seconds', 0):.0f} s",
+            )
+        )
+        restart = bulk.get("restart") or {}
+        figures.append(
+            Figure(
+                f"restart {size}: every binding confirmed again",
+                restart.get("seconds"),
+                "s",
+                note=f"/readyz after {restart.get('ready_seconds') or 0:.1f} s; "
+                f"{restart.get('confirmed') or 0:.0f} reconciles",
+            )
+        )
+        rss = restart.get("rss_bytes")
+        figures.append(
+            Figure(
+                f"restart {size}: fresh operator RSS",
+                None if rss is None else rss / 2**20,
+                "MB",
+                limit=RSS_LIMIT_MB if size >= RSS_TARGET_SIZE else None,
+                strict=True,
+                note="after resuming every binding (no bulk create's peak behind it)",
             )
         )
         cpu = _get(bulk, "create", "cost", "cpu_ms_per_binding")

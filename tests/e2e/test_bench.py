@@ -37,8 +37,8 @@ def test_benchmark_runs_to_the_end_and_finds_milvus_exactly_as_expected(tmp_path
     results = json.loads(out.read_text())
     figures = {f["name"]: f for f in results["figures"]}
     states = [f for f in figures.values() if f["unit"] == "exact"]
-    # Creates, changes, deletes; per size: all Ready, after drift repair, all gone.
-    assert len(states) == 3 + 2 * 3
+    # Creates, changes, deletes; per size: all Ready, after drift repair, after a restart, gone.
+    assert len(states) == 3 + 2 * 4
     assert all(f["verdict"] == "PASS" for f in states), [f["note"] for f in states]
     assert not [name for name, f in figures.items() if f["value"] is None]
     assert figures["bulk 6: drift, 2 revoked -> re-added"]["note"].startswith("2/2")
