@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import kubernetes
 
-from milvus_rbac_operator import kubeclient
+from milvus_rbac_operator import kubeclient, memory
 from milvus_rbac_operator.connections import ConnectionRegistry, KubeAPI
 from milvus_rbac_operator.controller import Runtime
 from milvus_rbac_operator.handlers import build_registry
@@ -75,6 +75,10 @@ class RoutineSuccessIsDebug(logging.Filter):
         return True
 
 
+# How often memory freed after a burst of work is handed back (see memory.py).
+TRIM_SECONDS = 10.0
+
+
 def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: bool = False) -> int:
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN
     kopf.configure(
@@ -125,6 +129,7 @@ async def _serve(
     ready = asyncio.Event()
     health = Health(ready, runtime.connection_states, standby=settings.leader_election)
     runner = await health.serve(settings.health_listen) if settings.health_listen else None
+    trimming = asyncio.create_task(memory.trim_now_and_then(TRIM_SECONDS))
     try:
         if not settings.leader_election:
             await make_operator(ready)
@@ -133,6 +138,7 @@ async def _serve(
             settings, api_client, identity, health, lambda: make_operator(ready)
         )
     finally:
+        trimming.cancel()
         if runner is not None:
             await runner.cleanup()
 
