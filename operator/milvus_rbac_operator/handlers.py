@@ -27,8 +27,12 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
-        return kubeclient.connection_info(kubeclient.load_configuration(_runtime(memo).kubeconfig))
+    async def login(memo: Any, **_: Any) -> kopf.AiohttpSession:
+        runtime = _runtime(memo)
+        configuration = kubeclient.load_configuration(runtime.kubeconfig)
+        info = kubeclient.connection_info(configuration, settings.operator_namespace)
+        needed = kubeclient.api_connections_needed(settings.namespaces)
+        return kubeclient.bounded_session(info, needed)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:

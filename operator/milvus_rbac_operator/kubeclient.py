@@ -7,6 +7,7 @@ import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import ParamSpec
 
+import aiohttp
 import kopf
 import kubernetes
 import urllib3
@@ -33,8 +34,13 @@ def load_configuration(kubeconfig: str | None) -> kubernetes.client.Configuratio
     return configuration
 
 
-def connection_info(configuration: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
-    """The same identity for kopf's own API client as for ours."""
+def connection_info(
+    configuration: kubernetes.client.Configuration, default_namespace: str | None = None
+) -> kopf.ConnectionInfo:
+    """The same identity for kopf's own API client as for ours.
+
+    `default_namespace` is where kopf posts Events about cluster-scoped objects.
+    """
     header = configuration.get_api_key_with_prefix(
         "BearerToken"
     ) or configuration.get_api_key_with_prefix("authorization")
@@ -47,7 +53,30 @@ def connection_info(configuration: kubernetes.client.Configuration) -> kopf.Conn
         token=token or None,
         certificate_path=configuration.cert_file,
         private_key_path=configuration.key_file,
+        default_namespace=default_namespace,
     )
+
+
+def bounded_session(info: kopf.ConnectionInfo, max_connections: int) -> kopf.AiohttpSession:
+    """kopf's API session, with a bound on its connections to the API server.
+
+    kopf's own session has none: resuming thousands of bindings opened as many TLS connections
+    at once, and each kept about 200 KB (buffers, OpenSSL) for as long as it stayed pooled.
+    Watch streams hold a connection each, so the bound leaves room for all of them.
+    """
+    connector = aiohttp.TCPConnector(limit=max_connections, ssl=info.as_ssl_context())
+    session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers())
+    return kopf.AiohttpSession(
+        server=info.server, default_namespace=info.default_namespace, aiohttp_session=session
+    )
+
+
+def api_connections_needed(namespaces: tuple[str, ...], for_requests: int = 32) -> int:
+    """Connections for every watch stream kopf opens, plus `for_requests` for the rest."""
+    # Cluster-wide: bindings, connections, cluster connections, namespaces, CRDs. Per namespace:
+    # bindings and connections (a glob may select many; leave room for 16 each).
+    per_namespace = sum(16 if any(c in ns for c in "*?[!") else 1 for ns in namespaces)
+    return for_requests + 5 + 2 * per_namespace
 
 
 def served_namespaces(patterns: Iterable[str], existing: Iterable[str]) -> list[str]:
