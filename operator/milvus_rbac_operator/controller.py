@@ -158,10 +158,12 @@ async def reconcile_binding(
     logger: logging.Logger,
     live: LiveObjects,
     drift_check: str = "",
+    resuming: bool = False,
 ) -> None:
     """Bring Milvus to the binding's spec; status says how it went; not-yet-done raises to retry.
 
-    `drift_check` is the drift check's request, when it found this binding's grant missing.
+    `drift_check` is the drift check's request, when it found this binding's grant missing;
+    `resuming` says the operator has just started and status may be trusted.
     """
     spec, current, meta = body.spec, body.status, body.meta
     namespace, generation = meta.namespace or "", int(meta.get("generation") or 0)
@@ -172,6 +174,14 @@ async def reconcile_binding(
     if refused is None:
         refused = await _policy_refusal(runtime, live, namespace, desired)
     claimed = inventory.claimed_pairs(applied, inventory.intent_from(meta.annotations))
+    ready = status.is_ready(current)
+    observed = int(current.get("observedGeneration") or 0)
+    # A connection deleted while the operator was down is noticed by reconciling.
+    connection_known = live.endpoint_of(desired.connection.key(namespace)) is not None
+    in_place = reconcile.already_in_place(desired, claimed, ready, observed, generation)
+    if resuming and refused is None and connection_known and in_place:
+        metrics.RECONCILES.labels("resume", "InPlace").inc()
+        return
     holders = live.holders(
         [p for p in claimed if p != desired or refused], namespace, f"{namespace}/{meta.name}"
     )

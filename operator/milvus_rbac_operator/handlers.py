@@ -21,6 +21,8 @@ from milvus_rbac_operator.settings import Settings
 # Expected failures raise kopf.TemporaryError with their own delay; anything unexpected (an API
 # hiccup, say) is retried after this many seconds instead of kopf's default minute.
 UNEXPECTED_ERROR_BACKOFF = 5.0
+# How soon after start each connection's first drift check runs.
+FIRST_DRIFT_CHECK_SECONDS = 15.0
 
 
 def build_registry(settings: Settings) -> kopf.OperatorRegistry:
@@ -75,15 +77,22 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     # A binding needs its finalizer once it has an intent (something to remove later). The
     # operator writes both together right before the first AddUserToRole, in one write; kopf
     # then sees the finalizer as required and present, and removes it after `finalize`.
-    for register in (kopf.on.resume, kopf.on.create):
-        register(
-            GROUP,
-            VERSION,
-            BINDINGS,
-            id="reconcile",
-            registry=registry,
-            backoff=UNEXPECTED_ERROR_BACKOFF,
-        )(reconcile_binding)
+    kopf.on.resume(
+        GROUP,
+        VERSION,
+        BINDINGS,
+        id="reconcile",
+        registry=registry,
+        backoff=UNEXPECTED_ERROR_BACKOFF,
+    )(resume_binding)
+    kopf.on.create(
+        GROUP,
+        VERSION,
+        BINDINGS,
+        id="reconcile",
+        registry=registry,
+        backoff=UNEXPECTED_ERROR_BACKOFF,
+    )(reconcile_binding)
     kopf.on.update(
         GROUP,
         VERSION,
@@ -146,7 +155,8 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
             id="drift",
             registry=registry,
             interval=settings.drift_interval_seconds,
-            initial_delay=settings.drift_interval_seconds,
+            # Soon after start: this listing is what verifies the grants a resume trusted.
+            initial_delay=min(settings.drift_interval_seconds, FIRST_DRIFT_CHECK_SECONDS),
         )(correct_drift)
         # Held while any binding still needs this connection to add or remove its grant.
         kopf.on.delete(GROUP, VERSION, plural, id="release", registry=registry)(release_connection)
@@ -169,6 +179,16 @@ async def reconcile_binding(
 ) -> None:
     await controller.reconcile_binding(
         _runtime(memo), body, patch, retry, logger, _runtime(memo).live
+    )
+
+
+@kubeclient.temporary_on_api_outage
+async def resume_binding(
+    body: kopf.Body, patch: kopf.Patch, retry: int, logger: Any, memo: Any, **kwargs: Any
+) -> None:
+    runtime = _runtime(memo)
+    await controller.reconcile_binding(
+        runtime, body, patch, retry, logger, runtime.live, resuming=True
     )
 
 

@@ -59,6 +59,21 @@ def plan_reconcile(
     return calls
 
 
+def already_in_place(
+    desired: RolePair,
+    claimed: list[RolePair],
+    ready: bool,
+    observed_generation: int,
+    generation: int,
+) -> bool:
+    """On resume: status says this very spec is granted and nothing else is claimed.
+
+    A restart then makes no call for the binding; the connection's first drift check, soon
+    after start, verifies every grant with one listing instead of one call per binding.
+    """
+    return ready and observed_generation == generation and claimed == [desired]
+
+
 def plan_release(
     claimed: list[RolePair],
     deletion_policy: str,

@@ -171,6 +171,15 @@ def merge_conditions(
     return merged
 
 
+def is_ready(current: Any) -> bool:
+    """Whether a status (as kopf hands it over) has Ready=True."""
+    conditions = (current or {}).get("conditions") or ()
+    return any(
+        isinstance(c, Mapping) and c.get("type") == READY and c.get("status") == "True"
+        for c in conditions
+    )
+
+
 def binding_status(
     current: Any,
     generation: int,

@@ -114,6 +114,32 @@ def test_drift_is_corrected_with_one_listing_per_interval(
     assert adds == 1  # only the drifted grant was added again
 
 
+def test_a_restart_trusts_status_and_one_listing_verifies_the_grants(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    operator: OperatorProcess,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    """A restart with thousands of bindings must not make thousands of calls."""
+    users, role = [make_user() for _ in range(8)], make_role()
+    cluster.apply(*[binding(namespace, f"r{i}", user, role) for i, user in enumerate(users)])
+    for i in range(len(users)):
+        wait_ready(cluster, namespace, f"r{i}")
+    operator.stop()
+    milvus_admin.revoke_role(users[0], role)  # vanished while the operator was down
+    mark = len(operator.log_text())
+    operator.start()
+    wait_ready(cluster, namespace, "r0", reason="DriftCorrected", timeout=60)
+    assert all(roles_of(milvus_admin, user) == {role} for user in users)
+    log = operator.log_text()[mark:]
+    ours = [line for line in log.splitlines() if line.startswith(f"[{namespace}/")]
+    adds = [line for line in ours if "AddUserToRole(" in line]
+    assert len(adds) == 1, adds  # only the grant the listing found missing
+
+
 def test_shared_grant_stays_until_the_last_binding_goes(
     cluster: Cluster,
     milvus_admin: MilvusClient,

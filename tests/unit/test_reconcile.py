@@ -277,3 +277,19 @@ def test_no_intent_is_recorded_when_the_connection_is_unusable() -> None:
 
     asyncio.run(reconcile.execute([Call(ADD, ALICE_READER)], None, client_for, None, before_add))
     assert recorded == []
+
+
+@pytest.mark.parametrize(
+    ("claimed", "ready", "observed", "expected"),
+    [
+        pytest.param([ALICE_READER], True, 2, True, id="granted for this generation"),
+        pytest.param([ALICE_READER], True, 1, False, id="spec changed while down"),
+        pytest.param([ALICE_READER], False, 2, False, id="not ready"),
+        pytest.param([ALICE_WRITER, ALICE_READER], True, 2, False, id="an older pair claimed"),
+        pytest.param([], True, 2, False, id="nothing applied"),
+    ],
+)
+def test_a_resume_trusts_status_only_when_it_shows_this_spec_granted(
+    claimed: list[RolePair], ready: bool, observed: int, expected: bool
+) -> None:
+    assert reconcile.already_in_place(ALICE_READER, claimed, ready, observed, 2) is expected
