@@ -8,7 +8,7 @@ import binascii
 import functools
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,38 +118,50 @@ class KubeAPI:
         found: dict[str, Any] | None = await self._get(read)
         return found
 
-    async def list_objects(self, plural: str, namespaces: tuple[str, ...] = ()) -> list[kopf.Body]:
-        """Every object of a kind (in the served namespaces), page by page, as kopf bodies."""
+    async def list_pages(
+        self, plural: str, namespaces: tuple[str, ...] = ()
+    ) -> AsyncIterator[list[kopf.Body]]:
+        """Every object of a kind (in the served namespaces), a page at a time, as kopf bodies.
+
+        A page is dropped before the next is read: at 10,000 bindings the whole listing as
+        Python objects would be over 100 MB.
+        """
         if plural == "namespaces":
             listed = await asyncio.to_thread(self._core.list_namespace)
-            raw = self._core.api_client.sanitize_for_serialization(listed)["items"]
-            return [kopf.Body(item) for item in raw]
+            yield [
+                kopf.Body(item)
+                for item in self._core.api_client.sanitize_for_serialization(listed)["items"]
+            ]
+            return
         pages: list[Callable[[str | None], Any]]
         if plural == CLUSTER_CONNECTIONS or not namespaces:
             pages = [functools.partial(self._list_page, "", plural)]
         else:
             names = kubeclient.served_namespaces(
-                namespaces, [str(b.meta.name) for b in await self.list_objects("namespaces")]
+                namespaces,
+                [
+                    str(body.meta.name)
+                    async for page in self.list_pages("namespaces")
+                    for body in page
+                ],
             )
             pages = [functools.partial(self._list_page, namespace, plural) for namespace in names]
-        bodies: list[kopf.Body] = []
         for page in pages:
             token: str | None = None
             while True:
                 found = await asyncio.to_thread(page, token)
-                bodies += [kopf.Body(item) for item in found.get("items", [])]
+                yield [kopf.Body(item) for item in found.get("items", [])]
                 token = (found.get("metadata") or {}).get("continue")
                 if not token:
                     break
-        return bodies
 
     def _list_page(self, namespace: str, plural: str, token: str | None) -> Any:
         if not namespace:
             return self._custom.list_cluster_custom_object(
-                GROUP, VERSION, plural, limit=500, _continue=token
+                GROUP, VERSION, plural, limit=kubeclient.LIST_PAGE_SIZE, _continue=token
             )
         return self._custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, plural, limit=500, _continue=token
+            GROUP, VERSION, namespace, plural, limit=kubeclient.LIST_PAGE_SIZE, _continue=token
         )
 
     async def namespace_labels(self, name: str) -> dict[str, str] | None:
@@ -231,6 +243,7 @@ class ConnectionRegistry:
         # When each client was last found to match its connection and Secret: within
         # `recheck_seconds` it is used without reading them again (two GETs per reconcile).
         self._confirmed: dict[ConnectionKey, float] = {}
+        self._pending: dict[ConnectionKey, asyncio.Future[MilvusRBAC]] = {}
         self._lock = asyncio.Lock()
 
     async def resolve(self, namespace: str, ref: ConnectionRef) -> ResolvedConnection:
@@ -308,12 +321,38 @@ class ConnectionRegistry:
         if not fresh and cached is not None and recent:
             return cached[1]
         try:
-            resolved = await self.resolve(namespace, ref)
-        except UnusableConnectionError as problem:
+            if fresh:
+                return await self._confirm(namespace, ref)
+            return await self._shared_confirm(namespace, ref)
+        except UnusableConnectionError:
             cached = self._clients.get(key)
             if allow_cached and cached is not None:
                 return cached[1]
-            raise problem
+            raise
+
+    async def _shared_confirm(self, namespace: str, ref: ConnectionRef) -> MilvusRBAC:
+        """One read of a connection and its Secret for every reconcile that needs it now.
+
+        When the recheck interval ends in the middle of a bulk rollout, hundreds of reconciles
+        would otherwise each read both again.
+        """
+        key = ref.key(namespace)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._confirm(namespace, ref))
+            self._pending[key] = pending
+            pending.add_done_callback(functools.partial(self._confirmed_once, key))
+        return await asyncio.shield(pending)
+
+    def _confirmed_once(self, key: ConnectionKey, done: asyncio.Future[MilvusRBAC]) -> None:
+        if self._pending.get(key) is done:
+            del self._pending[key]
+        if not done.cancelled():
+            done.exception()  # every waiter sees it; do not also report it as unretrieved
+
+    async def _confirm(self, namespace: str, ref: ConnectionRef) -> MilvusRBAC:
+        key = ref.key(namespace)
+        resolved = await self.resolve(namespace, ref)
         fingerprint = resolved.fingerprint()
         async with self._lock:
             self._confirmed[key] = self._clock()

@@ -421,17 +421,18 @@ def track_namespace(runtime: Runtime, event_type: str | None, body: kopf.Body) -
 
 async def load_live_objects(runtime: Runtime, logger: logging.Logger) -> None:
     """One LIST per kind before any handler runs, so that the first decisions see everything."""
-    kube, namespaces = runtime.kube, runtime.settings.namespaces
-    listed = {
-        "namespaces": await kube.list_objects("namespaces"),
-        "bindings": await kube.list_objects(BINDINGS, namespaces),
-        "connections": await kube.list_objects(CONNECTIONS, namespaces),
-        "cluster connections": await kube.list_objects(CLUSTER_CONNECTIONS),
-    }
-    for body in listed["namespaces"]:
-        track_namespace(runtime, None, body)
-    for body in listed["connections"] + listed["cluster connections"]:
-        track_connection(runtime, None, body)
-    for body in listed["bindings"]:
-        track_binding(runtime, None, body)
-    logger.info("listed %s", ", ".join(f"{len(v)} {k}" for k, v in listed.items()))
+    namespaces = runtime.settings.namespaces
+    kinds: list[tuple[str, str, tuple[str, ...], Callable[[Runtime, str | None, kopf.Body], None]]]
+    kinds = [
+        ("namespaces", "namespaces", (), track_namespace),
+        ("connections", CONNECTIONS, namespaces, track_connection),
+        ("cluster connections", CLUSTER_CONNECTIONS, (), track_connection),
+        ("bindings", BINDINGS, namespaces, track_binding),
+    ]
+    listed = dict.fromkeys((kind for kind, *_ in kinds), 0)
+    for kind, plural, scope, track in kinds:
+        async for page in runtime.kube.list_pages(plural, scope):
+            for body in page:
+                track(runtime, None, body)
+            listed[kind] += len(page)
+    logger.info("listed %s", ", ".join(f"{n} {kind}" for kind, n in listed.items()))

@@ -18,6 +18,10 @@ from kubernetes.client.exceptions import ApiException
 
 P = ParamSpec("P")
 
+# Objects per LIST page, for kopf's listings and the operator's own: a page is what is held at
+# once while a listing is read.
+LIST_PAGE_SIZE = 100
+
 
 def load_configuration(kubeconfig: str | None) -> kubernetes.client.Configuration:
     """Read fresh each time: in-cluster tokens rotate, and kopf logs in again on a 401."""

@@ -85,7 +85,9 @@ def test_binding_grants_role_and_reports_ready(
     assert res["time"]
     assert "rbac.milvus.io/finalizer" in obj["metadata"]["finalizers"]
 
-    events = cluster.events(namespace, "alice-reader")
+    events = eventually(  # Events are posted in the background
+        lambda: cluster.events(namespace, "alice-reader"), "the Granted event", 10
+    )
     assert [(e.type, e.reason) for e in events] == [("Normal", "Granted")]
     assert "code 0" in events[0].message
     described = cluster.kubectl("describe", "mrb", "alice-reader", f"-n={namespace}").stdout
@@ -149,7 +151,12 @@ def test_changing_spec_removes_old_grant_first(
     removed = log.index(f"RemoveUserFromRole({user}, {role}): code 0")
     added = log.index(f"AddUserToRole({new_user}, {new_role}): code 0")
     assert removed < added
-    reasons = [e.reason for e in cluster.events(namespace, "moving")]
+
+    def granted_twice() -> list[str] | None:  # Events are posted in the background
+        reasons = [e.reason for e in cluster.events(namespace, "moving")]
+        return reasons if reasons.count("Granted") == 2 else None
+
+    reasons = eventually(granted_twice, "a second Granted event", 10)
     assert reasons.count("Revoked") == 1
     assert reasons.count("Granted") == 2
 
@@ -262,8 +269,12 @@ def test_missing_user_or_role_converges_once_created(
     assert f"not found the {missing}" in res["reason"]
     assert f"not found the {missing}" in ready(obj)["message"]
     assert obj["status"].get("applied") is None
-    assert any(
-        e.reason == reason and e.type == "Warning" for e in cluster.events(namespace, "early")
+    eventually(  # Events are posted in the background
+        lambda: any(
+            e.reason == reason and e.type == "Warning" for e in cluster.events(namespace, "early")
+        ),
+        f"a {reason} Warning event",
+        10,
     )
     # Retries rewrite resStatus, but the condition's transition time stays where it was.
     first_try, since = res["time"], ready(obj)["lastTransitionTime"]

@@ -98,7 +98,11 @@ def test_drift_is_corrected_with_one_listing_per_interval(
     assert roles_of(milvus_admin, users[1]) == {role}
     assert roles_of(milvus_admin, users[0]) == {role, unmanaged_role}
     assert "was missing in Milvus and was added again" in ready(obj)["message"]
-    assert any(e.reason == "DriftCorrected" for e in cluster.events(namespace, "b1"))
+    eventually(  # Events are posted in the background
+        lambda: any(e.reason == "DriftCorrected" for e in cluster.events(namespace, "b1")),
+        "the DriftCorrected event",
+        10,
+    )
 
     time.sleep(10)  # about three intervals
     log = operator.log_text()[mark:]

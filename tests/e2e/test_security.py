@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
     binding,
     connection,
     dump,
+    eventually,
     operator_identity,
     ready,
     secret,
@@ -154,8 +155,11 @@ def test_binding_the_policy_forbids_makes_no_milvus_call(
     assert roles_of(milvus_admin, user) == set()
     stalled = [c for c in obj["status"]["conditions"] if c["type"] == "Stalled"]
     assert stalled[0]["status"] == "True"
-    warnings = [e for e in cluster.events(namespace, "greedy") if e.reason == "Forbidden"]
-    assert warnings
+    warnings = eventually(  # Events are posted in the background
+        lambda: [e for e in cluster.events(namespace, "greedy") if e.reason == "Forbidden"],
+        "the Forbidden event",
+        10,
+    )
     assert warnings[-1].type == "Warning"
 
 

@@ -26,6 +26,7 @@ class Objects:
 
     async def connection(self, namespace: str, ref: ConnectionRef) -> dict[str, Any]:
         self.reads += 1
+        await asyncio.sleep(0)  # a real read gives other reconciles their turn
         return {
             "spec": {"uri": "http://milvus.db.svc:19530", "credentialsSecretRef": {"name": "s"}}
         }
@@ -124,3 +125,37 @@ def test_a_vanished_secret_is_noticed_at_the_recheck_unless_deleting(
     with pytest.raises(UnusableConnectionError):
         client_for(registry)
     assert client_for(registry, allow_cached=True) is first
+
+
+def at_once(registry: ConnectionRegistry, reconciles: int) -> list[Any]:
+    """What `reconciles` concurrent client_for calls got: a client or the error raised."""
+
+    async def together() -> list[Any]:
+        calls = (registry.client_for("team-a", MILVUS) for _ in range(reconciles))
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    return asyncio.run(together())
+
+
+def test_reconciles_due_for_a_recheck_at_once_share_one_read(
+    setup: tuple[ConnectionRegistry, Objects, Clock],
+) -> None:
+    registry, objects, clock = setup
+    first = client_for(registry)
+    clock.now += 11
+    assert all(client is first for client in at_once(registry, 50))
+    assert objects.reads == 2
+
+
+def test_a_shared_recheck_that_fails_fails_every_reconcile_waiting_for_it(
+    setup: tuple[ConnectionRegistry, Objects, Clock],
+) -> None:
+    registry, objects, clock = setup
+    client_for(registry)
+    objects.secret_exists = False
+    clock.now += 11
+    assert all(isinstance(found, UnusableConnectionError) for found in at_once(registry, 3))
+    assert objects.reads == 2
+    objects.secret_exists = True
+    client_for(registry)  # the failure is not kept: the next reconcile reads again
+    assert objects.reads == 3

@@ -6,6 +6,7 @@ import kopf
 
 from milvus_rbac_operator.inventory import INTENT_ANNOTATION
 from milvus_rbac_operator.kopfconfig import EssenceWithoutIntent, kopf_settings_for
+from milvus_rbac_operator.kubeclient import LIST_PAGE_SIZE
 from milvus_rbac_operator.settings import Settings
 
 
@@ -40,3 +41,9 @@ def test_operator_settings_keep_bookkeeping_in_status_and_wait_for_calls_in_flig
     assert isinstance(configured.persistence.progress_storage, kopf.StatusProgressStorage)
     assert configured.queueing.exit_timeout == 7
     assert configured.posting.loggers is False
+
+
+def test_kopf_lists_in_pages_so_it_never_holds_every_binding_at_once() -> None:
+    configured = kopf_settings_for(Settings())
+    assert configured.watching.chunk_size == LIST_PAGE_SIZE
+    assert 0 < LIST_PAGE_SIZE <= 500
