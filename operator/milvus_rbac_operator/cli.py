@@ -87,7 +87,9 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
     logging.getLogger().setLevel("DEBUG" if verbose else settings.log_level)
     logging.getLogger("kopf.objects").addFilter(RoutineSuccessIsDebug())
     api_client = kubernetes.client.ApiClient(kubeclient.load_configuration(kubeconfig))
-    kube = KubeAPI(api_client)
+    kube = KubeAPI(
+        api_client, kubeclient.MergePatcher(lambda: kubeclient.load_configuration(kubeconfig))
+    )
     connections = ConnectionRegistry(
         kube,
         settings.timeout_seconds,

@@ -101,9 +101,10 @@ def endpoint_from_spec(spec: dict[str, Any], ca_pem: bytes, default_timeout: flo
 class KubeAPI:
     """The few reads and writes kopf does not make for us, off the event loop."""
 
-    def __init__(self, api_client: k8s.ApiClient) -> None:
+    def __init__(self, api_client: k8s.ApiClient, patcher: kubeclient.MergePatcher) -> None:
         self._custom = k8s.CustomObjectsApi(api_client)
         self._core = k8s.CoreV1Api(api_client)
+        self._patcher = patcher
 
     async def connection(self, namespace: str, ref: ConnectionRef) -> dict[str, Any] | None:
         """The MilvusConnection in `namespace`, or the ClusterMilvusConnection, named by `ref`."""
@@ -195,15 +196,11 @@ class KubeAPI:
         await self._patch_binding(namespace, name, metadata)
 
     async def _patch_binding(self, namespace: str, name: str, metadata: dict[str, Any]) -> None:
-        await asyncio.to_thread(
-            self._custom.patch_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            BINDINGS,
-            name,
-            {"metadata": metadata},
-        )
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{BINDINGS}/{name}"
+        await self._patcher.merge_patch(path, {"metadata": metadata})
+
+    async def close(self) -> None:
+        await self._patcher.close()
 
     @staticmethod
     async def _get(read: Callable[[], Any]) -> Any:

@@ -39,6 +39,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
         await memo.runtime.connections.close()
+        await memo.runtime.kube.close()
 
     # The live view of bindings, connections and namespace labels (inventory.LiveObjects): one
     # LIST per kind before the watches start, then every watch event. kopf's own indexes would
@@ -49,8 +50,10 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         await controller.load_live_objects(runtime, logger)
         metrics.BINDINGS.follow(runtime.live.readiness_counts)
 
+    # Coroutines, not functions: kopf runs a plain function in a thread, and these run for every
+    # watch event (three per created binding).
     @kopf.on.event(GROUP, VERSION, BINDINGS, registry=registry)
-    def track_binding(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def track_binding(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
         controller.track_binding(_runtime(memo), type, body)
 
     for plural in (CONNECTIONS, CLUSTER_CONNECTIONS):
@@ -246,7 +249,7 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-def track_connection(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def track_connection(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     controller.track_connection(_runtime(memo), type, body)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -85,8 +86,10 @@ def test_only_the_leader_acts_and_the_standby_takes_over(
         assert calls_in(standby.log_text(), namespace) == 0
 
         leader.kill()
+        killed = time.monotonic()
         eventually(lambda: "holds lease" in standby.log_text(), "the standby to take over", 30)
         eventually(lambda: probe(standby, "/readyz") == (200, "ready"), "the new leader ready")
+        print(f"standby ready as leader {time.monotonic() - killed:.1f}s after SIGKILL (lease 4s)")
         cluster.apply(*[binding(namespace, f"b{i}", users[i], role) for i in range(3, 6)])
         for i in range(3, 6):
             wait_ready(cluster, namespace, f"b{i}")
