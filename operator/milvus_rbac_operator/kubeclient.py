@@ -91,7 +91,11 @@ class MergePatcher:
     ) -> None:
         self._load_configuration = load_configuration
         self._max_connections = max_connections
-        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        # No total: a write may wait its turn for a pooled connection for as long as a bulk
+        # rollout makes it (thousands at once); the server itself must answer within the bound.
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout_seconds, sock_read=timeout_seconds
+        )
         self._session: tuple[str, aiohttp.ClientSession] | None = None
 
     async def merge_patch(self, path: str, body: dict[str, Any]) -> None:
