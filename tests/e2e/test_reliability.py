@@ -481,6 +481,15 @@ def test_sigkill_at_random_moments_leaves_milvus_exactly_as_declared(
         f"settled {time.monotonic() - started - churn:.0f}s later with {len(live)} live"
     )
     assert len(kills) >= 3
+    # Exact within one drift interval (3 s here): a removal for a shared pair can still land
+    # just after another binding's add, and the drift check then adds it back (a known race,
+    # see the README's "Shared grants").
+    eventually(
+        lambda: granted(milvus_admin, users) == wanted(cluster, namespace),
+        "Milvus to hold exactly the live bindings' grants",
+        timeout=15,
+        interval=1,
+    )
     assert granted(milvus_admin, users) == wanted(cluster, namespace)
 
 
