@@ -61,6 +61,21 @@ def connection_info(
     )
 
 
+def api_session(
+    info: kopf.ConnectionInfo,
+    max_connections: int,
+    timeout: aiohttp.ClientTimeout | None = None,
+) -> aiohttp.ClientSession:
+    """An aiohttp session to the API server as `info`'s identity, with at most that many
+    connections."""
+    connector = aiohttp.TCPConnector(limit=max_connections, ssl=info.as_ssl_context())
+    if timeout is None:
+        return aiohttp.ClientSession(connector=connector, headers=info.as_http_headers())
+    return aiohttp.ClientSession(
+        connector=connector, headers=info.as_http_headers(), timeout=timeout
+    )
+
+
 def bounded_session(info: kopf.ConnectionInfo, max_connections: int) -> kopf.AiohttpSession:
     """kopf's API session, with a bound on its connections to the API server.
 
@@ -68,8 +83,7 @@ def bounded_session(info: kopf.ConnectionInfo, max_connections: int) -> kopf.Aio
     at once, and each kept about 200 KB (buffers, OpenSSL) for as long as it stayed pooled.
     Watch streams hold a connection each, so the bound leaves room for all of them.
     """
-    connector = aiohttp.TCPConnector(limit=max_connections, ssl=info.as_ssl_context())
-    session = aiohttp.ClientSession(connector=connector, headers=info.as_http_headers())
+    session = api_session(info, max_connections)
     return kopf.AiohttpSession(
         server=info.server, default_namespace=info.default_namespace, aiohttp_session=session
     )
@@ -119,10 +133,7 @@ class MergePatcher:
     def _current_session(self) -> tuple[str, aiohttp.ClientSession]:
         if self._session is None or self._session[1].closed:
             info = connection_info(self._load_configuration())
-            connector = aiohttp.TCPConnector(limit=self._max_connections, ssl=info.as_ssl_context())
-            session = aiohttp.ClientSession(
-                connector=connector, headers=info.as_http_headers(), timeout=self._timeout
-            )
+            session = api_session(info, self._max_connections, self._timeout)
             self._session = (str(info.server).rstrip("/"), session)
         return self._session
 
