@@ -28,6 +28,7 @@ from milvus_rbac_operator.model import (
 )
 from milvus_rbac_operator.reconcile import Progress, UnusableConnectionError
 from milvus_rbac_operator.settings import Settings
+from milvus_rbac_operator.sharing import LiveSharing, PairLocks
 from milvus_rbac_operator.status import Reason
 
 
@@ -43,6 +44,13 @@ class Runtime:
     connection_states: dict[str, str] = field(default_factory=dict)
     # What the watch has shown (see inventory.py): filled at start-up, kept by handlers.py.
     live: LiveObjects = field(default_factory=LiveObjects)
+    # Calls on one grant site, and decisions to remove it, one at a time (see sharing.py).
+    pair_locks: PairLocks = field(default_factory=PairLocks)
+
+
+def _sharing(runtime: Runtime, live: LiveObjects, meta: Any, retry: int) -> LiveSharing:
+    namespace, name = meta.namespace or "", meta.name or ""
+    return LiveSharing(runtime.pair_locks, live, namespace, name, str(meta.uid), retry)
 
 
 def _record(
@@ -77,6 +85,7 @@ def _retry_or_done(runtime: Runtime, progress: Progress, retry: int) -> None:
         settings.retry_initial_seconds,
         settings.retry_max_seconds,
         settings.not_found_retry_seconds,
+        progress.waiting,
     )
     raise kopf.TemporaryError(f"{progress.readiness.reason}: {progress.readiness.message}", delay)
 
@@ -182,11 +191,8 @@ async def reconcile_binding(
     if resuming and refused is None and connection_known and in_place:
         metrics.RECONCILES.labels("resume", "InPlace").inc()
         return
-    holders = live.holders(
-        [p for p in claimed if p != desired or refused], namespace, f"{namespace}/{meta.name}"
-    )
     calls = reconcile.plan_reconcile(
-        desired, claimed, runtime.settings.protected_users, holders, forbidden=bool(refused)
+        desired, claimed, runtime.settings.protected_users, forbidden=bool(refused)
     )
     progress = await reconcile.execute(
         calls,
@@ -194,6 +200,7 @@ async def reconcile_binding(
         _client_for(runtime, namespace, deleting=False),
         _timeout(spec),
         before_add=_intent_recorder(runtime, body),
+        shared=_sharing(runtime, live, meta, retry),
     )
     _record(runtime, body, progress, logger, drift=bool(drift_check))
     last = progress.answers[-1] if progress.answers else None
@@ -233,12 +240,15 @@ async def finalize_binding(
     applied = RolePair.from_status(current.get("applied"))
     claimed = inventory.claimed_pairs(applied, inventory.intent_from(meta.annotations))
     policy = str(spec.get("deletionPolicy") or "Delete")
-    holders = live.holders(claimed, namespace, f"{namespace}/{meta.name}")
-    calls = reconcile.plan_release(claimed, policy, runtime.settings.protected_users, holders)
+    calls = reconcile.plan_release(claimed, policy, runtime.settings.protected_users)
     if not calls and claimed:
         logger.info("leaving %s in Milvus (deletionPolicy %s)", claimed[0], policy)
     progress = await reconcile.execute(
-        calls, applied, _client_for(runtime, namespace, deleting=True), _timeout(spec)
+        calls,
+        applied,
+        _client_for(runtime, namespace, deleting=True),
+        _timeout(spec),
+        shared=_sharing(runtime, live, meta, retry),
     )
     _record(runtime, body, progress, logger)
     if progress.readiness is None:

@@ -83,6 +83,17 @@ class BindingRecord:
     drift_requested: str = ""  # the drift-check annotation
     drift_handled: str = ""  # status.driftCheck: the last request the binding acted on
     intent: RolePair | None = None  # the pair it was last about to add (annotation)
+    observed_generation: int = 0
+
+    @property
+    def reconciled(self) -> bool:
+        """The operator has acted on its current spec at least once (status says so)."""
+        return self.observed_generation >= self.generation
+
+    @property
+    def claims_desired(self) -> bool:
+        """Its status or intent shows it added (or is adding) the pair its spec wants."""
+        return self.desired is not None and self.desired in (self.applied, self.intent)
 
     @property
     def drift_pending(self) -> bool:
@@ -121,36 +132,59 @@ def binding_record(
         drift_requested=str(annotations.get(DRIFT_ANNOTATION) or ""),
         drift_handled=str(status.get("driftCheck") or ""),
         intent=intent_from(annotations),
+        observed_generation=int(status.get("observedGeneration") or 0),
     )
 
 
-def holders(
+def endpoint_or_key(endpoint_of: Mapping[ConnectionKey, str], key: ConnectionKey) -> str:
+    """The Milvus a connection points at; the connection itself while its endpoint is unknown."""
+    return endpoint_of.get(key, f"{key[0]}/{key[1]}")
+
+
+@dataclass(frozen=True)
+class Sharers:
+    """The other live bindings that want a pair on the same Milvus, as a removal sees them."""
+
+    holding: tuple[str, ...] = ()  # hold it and still want it: the removal is skipped
+    adding: tuple[str, ...] = ()  # want it, not acted on yet: the removal waits for them
+
+
+def sharers(
     pair: RolePair,
     namespace: str,
     me: str,
     candidates: Iterable[BindingRecord],
     endpoint_of: Mapping[ConnectionKey, str],
     may_hold: Callable[[BindingRecord], bool] = lambda _: True,
-) -> tuple[str, ...]:
-    """Other live bindings whose spec wants `pair` on the same Milvus: its removal must wait.
+    adding: Mapping[str, RolePair] | None = None,
+) -> Sharers:
+    """Who else wants `pair` on the same Milvus, and whether they hold it already.
 
-    `may_hold` leaves out bindings their connection's policy no longer allows: otherwise two
-    bindings that a tightened policy forbids would each keep the grant for the other.
+    Holding means its status or intent shows the pair, or (`adding`, by uid) this process is
+    adding it for them and the watch has not shown that yet. One that wants the pair but has
+    not been acted on for that spec is about to add it: skipping the removal for it could leave
+    the grant to nobody if its spec moves on first, and removing now would take the grant away
+    for a moment, so the removal waits. One acted on that still does not hold it (its connection
+    is unusable, say) keeps nothing. `may_hold` leaves out bindings their connection's policy no
+    longer allows: otherwise two that a tightened policy forbids would keep it for each other.
     """
-    key = pair.connection.key(namespace)
-    mine = endpoint_of.get(key, f"{key[0]}/{key[1]}")
-    wanted = []
+    adding = adding or {}
+    mine = endpoint_or_key(endpoint_of, pair.connection.key(namespace))
+    holding, about_to_add = set(), set()
     for record in candidates:
         desired = record.desired
         if record.ref == me or record.deleting or desired is None:
             continue
         if (desired.username, desired.role_name) != (pair.username, pair.role_name):
             continue
-        theirs_key = desired.connection.key(record.namespace)
-        theirs = endpoint_of.get(theirs_key, f"{theirs_key[0]}/{theirs_key[1]}")
-        if theirs == mine and may_hold(record):
-            wanted.append(record.ref)
-    return tuple(sorted(set(wanted)))
+        theirs = endpoint_or_key(endpoint_of, desired.connection.key(record.namespace))
+        if theirs != mine or not may_hold(record):
+            continue
+        if record.claims_desired or adding.get(record.uid) == desired:
+            holding.add(record.ref)
+        elif not record.reconciled:
+            about_to_add.add(record.ref)
+    return Sharers(tuple(sorted(holding)), tuple(sorted(about_to_add)))
 
 
 def drifted(
@@ -245,6 +279,8 @@ class LiveObjects:
         self.connection_endpoints: dict[ConnectionKey, str] = {}
         self.cluster_connections: dict[str, ClusterConnectionRecord] = {}
         self.namespace_labels: dict[str, dict[str, str]] = {}
+        # uid -> the pair this process is adding for it, until the watch shows the claim.
+        self._adding: dict[str, RolePair] = {}
 
     @staticmethod
     def _filing(record: BindingRecord) -> tuple[set[Any], set[Any], set[Any]]:
@@ -253,14 +289,25 @@ class LiveObjects:
         return pair_keys(record), connections_used(record), in_cluster
 
     def put_binding(self, record: BindingRecord) -> None:
-        self.drop_binding(record.uid)
+        self._unfile(record.uid)
         self._bindings[record.uid] = record
+        noted = self._adding.get(record.uid)
+        if noted is not None and (record.desired != noted or record.claims_desired):
+            del self._adding[record.uid]  # the watch caught up, or the spec moved on
         pairs, connections, in_cluster = self._filing(record)
         self._by_pair.add(pairs, record)
         self._by_connection.add(connections, record)
         self._cluster_by_namespace.add(in_cluster, record)
 
+    def note_adding(self, uid: str, pair: RolePair) -> None:
+        """A binding's own handler is adding `pair`: its record shows that only later."""
+        self._adding[uid] = pair
+
     def drop_binding(self, uid: str) -> None:
+        self._unfile(uid)
+        self._adding.pop(uid, None)
+
+    def _unfile(self, uid: str) -> None:
         old = self._bindings.pop(uid, None)
         if old is None:
             return
@@ -313,22 +360,22 @@ class LiveObjects:
         )
         return refusal is None
 
-    def holders(
-        self, pairs: Iterable[RolePair], namespace: str, me: str
-    ) -> dict[RolePair, tuple[str, ...]]:
-        """For each pair, the other live bindings that still want it on the same Milvus."""
-        endpoints = _Endpoints(self)
-        return {
-            pair: holders(
-                pair,
-                namespace,
-                me,
-                self._by_pair.get((pair.username, pair.role_name)),
-                endpoints,
-                self.may_hold,
-            )
-            for pair in pairs
-        }
+    def sharers(self, pair: RolePair, namespace: str, me: str) -> Sharers:
+        """The other live bindings that want the pair on the same Milvus."""
+        return sharers(
+            pair,
+            namespace,
+            me,
+            self._by_pair.get((pair.username, pair.role_name)),
+            _Endpoints(self),
+            self.may_hold,
+            self._adding,
+        )
+
+    def grant_site(self, pair: RolePair, namespace: str) -> tuple[str, str, str]:
+        """Where a grant lives: the Milvus endpoint, the username and the roleName."""
+        endpoint = endpoint_or_key(_Endpoints(self), pair.connection.key(namespace))
+        return endpoint, pair.username, pair.role_name
 
 
 class _Endpoints(Mapping[ConnectionKey, str]):

@@ -6,11 +6,13 @@ the spec; the applied pair is status.applied, the memory of what this object est
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from milvus_rbac_operator import status
+from milvus_rbac_operator.inventory import Sharers
 from milvus_rbac_operator.model import ConnectionRef, Operation, Outcome, ResStatus, RolePair
 from milvus_rbac_operator.status import Readiness, Reason
 
@@ -21,7 +23,7 @@ DELETION_POLICY_ORPHAN = "Orphan"
 class Call:
     operation: Operation
     pair: RolePair
-    # Other live bindings that want this pair too: a removal is then skipped, not made.
+    # Other live bindings that want this pair too: the removal was skipped, not made.
     kept_for: tuple[str, ...] = ()
 
 
@@ -39,7 +41,6 @@ def plan_reconcile(
     desired: RolePair,
     claimed: list[RolePair],
     protected_users: frozenset[str],
-    holders: Mapping[RolePair, tuple[str, ...]],
     forbidden: bool = False,
 ) -> list[Call]:
     """Remove every claimed pair the spec moved away from, then add the desired one.
@@ -50,7 +51,7 @@ def plan_reconcile(
     it is not added, and removed if this binding had established it (the policy was tightened).
     """
     calls = [
-        Call(Operation.REMOVE_USER_FROM_ROLE, pair, holders.get(pair, ()))
+        Call(Operation.REMOVE_USER_FROM_ROLE, pair)
         for pair in claimed
         if (pair != desired or forbidden) and pair.username not in protected_users
     ]
@@ -78,13 +79,12 @@ def plan_release(
     claimed: list[RolePair],
     deletion_policy: str,
     protected_users: frozenset[str],
-    holders: Mapping[RolePair, tuple[str, ...]],
 ) -> list[Call]:
     """What deleting the binding must remove before its finalizer goes."""
     if deletion_policy == DELETION_POLICY_ORPHAN:
         return []
     return [
-        Call(Operation.REMOVE_USER_FROM_ROLE, pair, holders.get(pair, ()))
+        Call(Operation.REMOVE_USER_FROM_ROLE, pair)
         for pair in claimed
         if pair.username not in protected_users
     ]
@@ -105,10 +105,28 @@ def connection_suspect(answer: ResStatus) -> bool:
     }
 
 
+# Another binding's first reconcile usually takes milliseconds. One that never gets there (it
+# keeps failing before its status is written) holds a removal back for at most about 30 s.
+SHARED_GRANT_WAIT_SECONDS = 0.5
+SHARED_GRANT_MAX_WAITS = 60
+
+
+def removal_may_wait(retry: int) -> bool:
+    """Whether a removal may still wait for another binding about to add the same grant."""
+    return retry < SHARED_GRANT_MAX_WAITS
+
+
 def retry_delay(
-    outcome: Outcome | None, retry: int, initial: float, maximum: float, slow: float
+    outcome: Outcome | None,
+    retry: int,
+    initial: float,
+    maximum: float,
+    slow: float,
+    waiting: bool = False,
 ) -> float:
     """Transient failures back off exponentially up to `maximum`; the rest wait for a person."""
+    if waiting:
+        return SHARED_GRANT_WAIT_SECONDS
     if outcome is not None and outcome.transient:
         return float(min(initial * (2 ** min(retry, 30)), maximum))
     return slow
@@ -122,6 +140,38 @@ class RBACClient(Protocol):
     async def remove_user_from_role(
         self, username: str, role_name: str, timeout: float | None = None
     ) -> ResStatus: ...
+
+
+class SharedGrants(Protocol):
+    """What other bindings want, asked at the moment of each call."""
+
+    def serialized(self, pair: RolePair) -> AbstractAsyncContextManager[object]:
+        """Held around each call on the pair's grant, and around the decision to remove it."""
+
+    async def caught_up(self) -> None:
+        """Returns once the watch events already received have reached what `sharers` reads."""
+
+    def sharers(self, pair: RolePair) -> Sharers:
+        """The other live bindings that want the pair: skip the removal, or wait for them."""
+
+    def adding(self, pair: RolePair) -> None:
+        """This binding is about to add the pair: from now on it holds it for the others."""
+
+
+class NoSharing:
+    """A binding alone with its grants (unit tests, or a single binding per pair)."""
+
+    def serialized(self, pair: RolePair) -> AbstractAsyncContextManager[object]:
+        return nullcontext()
+
+    async def caught_up(self) -> None:
+        return None
+
+    def sharers(self, pair: RolePair) -> Sharers:
+        return Sharers()
+
+    def adding(self, pair: RolePair) -> None:
+        return None
 
 
 class UnusableConnectionError(Exception):
@@ -142,6 +192,7 @@ class Progress:
     kept: list[Call] = field(default_factory=list)  # removals skipped for other bindings
     readiness: Readiness | None = None  # set when a call failed or a connection was unusable
     outcome: Outcome | None = None
+    waiting: bool = False  # a removal waits for other bindings about to add the same grant
 
     @property
     def done(self) -> bool:
@@ -154,43 +205,57 @@ async def execute(
     client_for: Callable[[ConnectionRef], Awaitable[RBACClient]],
     timeout: float | None,
     before_add: Callable[[RolePair], Awaitable[None]] | None = None,
+    shared: SharedGrants | None = None,
 ) -> Progress:
     """Make the calls in order; stop at the first one that did not take effect.
 
     `applied` moves only on a yes from Milvus: forgotten after a removal (or when the pair is
     already gone, or kept for another binding), set after an add. `before_add` runs once the
-    connection is known to be usable, right before the add (it records the intent).
+    connection is known to be usable, right before the add (it records the intent). Whether
+    another binding still wants a pair is decided under the pair's lock, right before removing.
     """
+    shared = shared or NoSharing()
     progress = Progress(applied=applied)
     for call in calls:
         removing = call.operation is Operation.REMOVE_USER_FROM_ROLE
-        if removing and call.kept_for:
-            progress.kept.append(call)
-            if progress.applied == call.pair:
-                progress.applied = None
-            continue
+        pair = call.pair
         try:
-            client = await client_for(call.pair.connection)
+            if removing:
+                async with shared.serialized(pair):
+                    await shared.caught_up()
+                    others = shared.sharers(pair)
+                    if others.holding:
+                        progress.kept.append(replace(call, kept_for=others.holding))
+                        if progress.applied == pair:
+                            progress.applied = None
+                        continue
+                    if others.adding:
+                        progress.readiness = status.removal_waits(pair, others.adding)
+                        progress.waiting = True
+                        return progress
+                    client = await client_for(pair.connection)
+                    answer = await client.remove_user_from_role(
+                        pair.username, pair.role_name, timeout
+                    )
+            else:
+                client = await client_for(pair.connection)
+                if before_add is not None:
+                    await before_add(pair)
+                async with shared.serialized(pair):
+                    shared.adding(pair)
+                    answer = await client.add_user_to_role(pair.username, pair.role_name, timeout)
         except UnusableConnectionError as problem:
             progress.readiness = problem.readiness
             return progress
-        if removing:
-            answer = await client.remove_user_from_role(
-                call.pair.username, call.pair.role_name, timeout
-            )
-        else:
-            if before_add is not None:
-                await before_add(call.pair)
-            answer = await client.add_user_to_role(call.pair.username, call.pair.role_name, timeout)
         progress.answers.append(answer)
         progress.made.append(call)
         if removing and pair_is_gone(answer):
-            if progress.applied == call.pair:
+            if progress.applied == pair:
                 progress.applied = None
         elif answer.succeeded:
-            progress.applied = call.pair
+            progress.applied = pair
         else:
-            progress.readiness = status.readiness_from_answer(answer, call.pair, removing)
+            progress.readiness = status.readiness_from_answer(answer, pair, removing)
             progress.outcome = answer.outcome
             return progress
     return progress

@@ -47,6 +47,7 @@ class Reason(enum.StrEnum):
     FORBIDDEN = "Forbidden"
     HOST_NOT_ALLOWED = "HostNotAllowed"
     TLS_ERROR = "TLSError"
+    SHARED_GRANT_PENDING = "SharedGrantPending"
 
 
 # Not ready for a reason that only a person can fix: retried at the slow pace, and Stalled.
@@ -123,6 +124,16 @@ def readiness_from_answer(answer: ResStatus, pair: RolePair, removing: bool = Fa
 
 def refused(reason: Reason, message: str) -> Readiness:
     return Readiness(False, reason, message)
+
+
+def removal_waits(pair: RolePair, adding: tuple[str, ...]) -> Readiness:
+    """A removal held back for other bindings that want the same grant and are about to add it."""
+    return Readiness(
+        False,
+        Reason.SHARED_GRANT_PENDING,
+        f"RemoveUserFromRole({pair.username}, {pair.role_name}) waits for {', '.join(adding)}, "
+        "which wants the same grant and has not been reconciled yet",
+    )
 
 
 def merge_condition(

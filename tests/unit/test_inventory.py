@@ -21,8 +21,19 @@ def record(
     applied: RolePair | None = None,
     deleting: bool = False,
     ready: bool = True,
+    observed: int = 1,
 ) -> BindingRecord:
-    return BindingRecord(namespace, name, f"uid-{name}", 1, desired, applied, deleting, ready)
+    return BindingRecord(
+        namespace,
+        name,
+        f"uid-{name}",
+        1,
+        desired,
+        applied,
+        deleting,
+        ready,
+        observed_generation=observed,
+    )
 
 
 ENDPOINTS = {
@@ -32,28 +43,76 @@ ENDPOINTS = {
 }
 
 
+def holding(namespace: str, name: str, pair: RolePair, *, deleting: bool = False) -> BindingRecord:
+    """A binding whose status shows the pair it wants as applied."""
+    return record(namespace, name, pair, applied=pair, deleting=deleting)
+
+
 @pytest.mark.parametrize(
     ("other", "expected"),
     [
-        pytest.param(record("team-a", "twin", PAIR), ("team-a/twin",), id="same namespace"),
+        pytest.param(holding("team-a", "twin", PAIR), ("team-a/twin",), id="same namespace"),
         pytest.param(
-            record("team-b", "twin", RolePair(ConnectionRef("prod"), "alice", "reader")),
+            holding("team-b", "twin", RolePair(ConnectionRef("prod"), "alice", "reader")),
             ("team-b/twin",),
             id="other namespace, same Milvus",
         ),
-        pytest.param(record("team-c", "twin", PAIR), (), id="other Milvus"),
-        pytest.param(record("team-a", "twin", PAIR, deleting=True), (), id="being deleted"),
+        pytest.param(holding("team-c", "twin", PAIR), (), id="other Milvus"),
+        pytest.param(holding("team-a", "twin", PAIR, deleting=True), (), id="being deleted"),
         pytest.param(
-            record("team-a", "twin", RolePair(ConnectionRef("milvus"), "alice", "writer")),
+            holding("team-a", "twin", RolePair(ConnectionRef("milvus"), "alice", "writer")),
             (),
             id="other role",
         ),
         pytest.param(record("team-a", "twin", None), (), id="unreadable spec"),
-        pytest.param(record("team-a", "me", PAIR), (), id="itself"),
+        pytest.param(holding("team-a", "me", PAIR), (), id="itself"),
+        pytest.param(
+            record("team-a", "twin", PAIR),
+            (),
+            id="wants it, reconciled without adding it (connection unusable, say)",
+        ),
+        pytest.param(
+            BindingRecord("team-a", "twin", "uid-twin", 1, PAIR, None, False, False, intent=PAIR),
+            ("team-a/twin",),
+            id="about to add it (intent)",
+        ),
+        pytest.param(
+            record(
+                "team-a", "twin", RolePair(ConnectionRef("milvus"), "alice", "writer"), applied=PAIR
+            ),
+            (),
+            id="moving away from it",
+        ),
     ],
 )
 def test_holders(other: BindingRecord, expected: tuple[str, ...]) -> None:
-    assert inventory.holders(PAIR, "team-a", "team-a/me", [other], ENDPOINTS) == expected
+    found = inventory.sharers(PAIR, "team-a", "team-a/me", [other], ENDPOINTS)
+    assert found.holding == expected
+    assert found.adding == ()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param(record("team-a", "new", PAIR, ready=False, observed=0), id="just created"),
+        pytest.param(
+            BindingRecord(
+                "team-a", "new", "uid-new", 2, PAIR, None, False, True, observed_generation=1
+            ),
+            id="just edited to want it",
+        ),
+    ],
+)
+def test_a_binding_about_to_add_the_pair_makes_the_removal_wait(other: BindingRecord) -> None:
+    found = inventory.sharers(PAIR, "team-a", "team-a/me", [other], ENDPOINTS)
+    assert found == inventory.Sharers(holding=(), adding=("team-a/new",))
+
+
+def test_a_binding_this_process_is_adding_for_holds_the_pair_before_the_watch_shows_it() -> None:
+    wanting = record("team-a", "twin", PAIR)
+    adding = {"uid-twin": PAIR}
+    found = inventory.sharers(PAIR, "team-a", "team-a/me", [wanting], ENDPOINTS, adding=adding)
+    assert found.holding == ("team-a/twin",)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +212,7 @@ def test_live_objects_file_each_binding_under_its_pair_and_connections() -> None
     live.put_binding(live_record("a", PAIR))
     live.put_binding(live_record("b", PAIR, namespace="other"))
     assert {r.name for r in live.users_of(("ns", "milvus"))} == {"a"}
-    assert live.holders([PAIR], "ns", "ns/a") == {PAIR: ("other/b",)}
+    assert live.sharers(PAIR, "ns", "ns/a").holding == ("other/b",)
     assert live.readiness_counts() == {"true": 2, "false": 0, "unknown": 0}
 
 
@@ -164,7 +223,42 @@ def test_a_changed_binding_is_refiled_and_a_deleted_one_forgotten() -> None:
     live.put_binding(live_record("a", writer))  # same uid, new spec
     assert live.users_of(("ns", "milvus")) == []
     assert [r.name for r in live.users_of(("ns", "prod"))] == ["a"]
-    assert live.holders([PAIR], "ns", "ns/other") == {PAIR: ()}
+    assert live.sharers(PAIR, "ns", "ns/other").holding == ()
     live.drop_binding("uid-a")
     assert live.users_of(("ns", "prod")) == []
     assert live.readiness_counts()["true"] == 0
+
+
+def test_the_note_of_an_add_lasts_until_the_watch_shows_the_claim() -> None:
+    live = inventory.LiveObjects()
+    live.put_binding(record("ns", "b", PAIR))  # wants PAIR, status not written yet
+    assert live.sharers(PAIR, "ns", "ns/a").holding == ()
+    live.note_adding("uid-b", PAIR)
+    assert live.sharers(PAIR, "ns", "ns/a").holding == ("ns/b",)
+    live.put_binding(record("ns", "b", PAIR, applied=PAIR))  # the status write, seen
+    assert live.sharers(PAIR, "ns", "ns/a").holding == ("ns/b",)
+    live.put_binding(record("ns", "b", PAIR))  # the note is gone: only the record counts now
+    assert live.sharers(PAIR, "ns", "ns/a").holding == ()
+
+
+def test_the_note_of_an_add_goes_when_the_spec_moves_on_or_the_binding_goes() -> None:
+    live = inventory.LiveObjects()
+    writer = RolePair(ConnectionRef("milvus"), "alice", "writer")
+    live.put_binding(record("ns", "b", PAIR))
+    live.note_adding("uid-b", PAIR)
+    live.put_binding(record("ns", "b", writer))
+    live.put_binding(record("ns", "b", PAIR))  # back again, but not added for it this time
+    assert live.sharers(PAIR, "ns", "ns/a").holding == ()
+    live.note_adding("uid-b", PAIR)
+    live.drop_binding("uid-b")
+    live.put_binding(record("ns", "b", PAIR))  # the same uid seen again after a DELETED
+    assert live.sharers(PAIR, "ns", "ns/a").holding == ()
+
+
+def test_grant_site_names_the_milvus_however_the_connection_is_called() -> None:
+    live = inventory.LiveObjects()
+    live.connection_endpoints[("ns", "milvus")] = "http://milvus.db:19530/"
+    live.connection_endpoints[("other", "prod")] = "http://milvus.db:19530/"
+    there = RolePair(ConnectionRef("prod"), "alice", "reader")
+    assert live.grant_site(PAIR, "ns") == live.grant_site(there, "other")
+    assert live.grant_site(PAIR, "unknown") == ("unknown/milvus", "alice", "reader")

@@ -140,13 +140,13 @@ def test_host_refusal_names_host_port_and_setting() -> None:
 
 def test_forbidden_pair_is_not_added_and_its_grant_is_removed() -> None:
     pair = RolePair(SHARED, "svc_app", "admin")
-    calls = reconcile.plan_reconcile(pair, [pair], frozenset({"root"}), {}, forbidden=True)
+    calls = reconcile.plan_reconcile(pair, [pair], frozenset({"root"}), forbidden=True)
     assert [(c.operation, c.pair) for c in calls] == [(Operation.REMOVE_USER_FROM_ROLE, pair)]
 
 
 def test_forbidden_pair_with_nothing_applied_makes_no_call() -> None:
     pair = RolePair(SHARED, "svc_app", "admin")
-    assert reconcile.plan_reconcile(pair, [], frozenset({"root"}), {}, forbidden=True) == []
+    assert reconcile.plan_reconcile(pair, [], frozenset({"root"}), forbidden=True) == []
 
 
 def binding(reason: str, check: str = "", deleting: bool = False) -> BindingRecord:
@@ -186,10 +186,10 @@ def test_a_binding_the_policy_forbids_does_not_keep_a_grant_for_another() -> Non
     pair = RolePair(SHARED, "svc_app", "reader")
     other = binding("Granted")
     endpoints = {("", "shared"): "http://milvus:19530/"}
-    kept = inventory.holders(pair, "team-b", "team-b/x", [other], endpoints, lambda _: True)
-    dropped = inventory.holders(pair, "team-b", "team-b/x", [other], endpoints, lambda _: False)
-    assert kept == ("team-a/b",)
-    assert dropped == ()
+    kept = inventory.sharers(pair, "team-b", "team-b/x", [other], endpoints, lambda _: True)
+    dropped = inventory.sharers(pair, "team-b", "team-b/x", [other], endpoints, lambda _: False)
+    assert kept.holding == ("team-a/b",)
+    assert dropped == inventory.Sharers()
 
 
 def test_applied_pair_through_a_cluster_connection_round_trips() -> None:
