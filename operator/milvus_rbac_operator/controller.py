@@ -243,6 +243,8 @@ async def finalize_binding(
     calls = reconcile.plan_release(claimed, policy, runtime.settings.protected_users)
     if not calls and claimed:
         logger.info("leaving %s in Milvus (deletionPolicy %s)", claimed[0], policy)
+    elif not claimed:  # released without a call: say so, a leaked grant would start here
+        logger.info("nothing to remove: neither status.applied nor the intent names a grant")
     progress = await reconcile.execute(
         calls,
         applied,
