@@ -192,11 +192,15 @@ class Progress:
     kept: list[Call] = field(default_factory=list)  # removals skipped for other bindings
     readiness: Readiness | None = None  # set when a call failed or a connection was unusable
     outcome: Outcome | None = None
-    waiting: bool = False  # a removal waits for other bindings about to add the same grant
 
     @property
     def done(self) -> bool:
         return self.readiness is None
+
+    @property
+    def waiting(self) -> bool:
+        """A removal waits for other bindings about to add the same grant."""
+        return self.readiness is not None and self.readiness.reason is Reason.SHARED_GRANT_PENDING
 
 
 async def execute(
@@ -231,7 +235,6 @@ async def execute(
                         continue
                     if others.adding:
                         progress.readiness = status.removal_waits(pair, others.adding)
-                        progress.waiting = True
                         return progress
                     client = await client_for(pair.connection)
                     answer = await client.remove_user_from_role(

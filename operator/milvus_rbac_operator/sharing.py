@@ -33,9 +33,7 @@ class PairLocks:
 
     @asynccontextmanager
     async def hold(self, site: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.get(site, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
+        lock, users = self._locks.get(site) or (asyncio.Lock(), 0)
         self._locks[site] = (lock, users + 1)
         try:
             async with lock:
