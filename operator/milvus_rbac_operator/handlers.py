@@ -77,9 +77,13 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         if users:
             await controller.request_policy_checks(runtime, users, runtime.live, logger)
 
-    # A binding needs its finalizer once it has an intent (something to remove later). The
-    # operator writes both together right before the first AddUserToRole, in one write; kopf
-    # then sees the finalizer as required and present, and removes it after `finalize`.
+    # A binding needs its finalizer once it may hold a grant (inventory.may_hold_grant). The
+    # operator writes the finalizer and the intent together right before the first
+    # AddUserToRole, in one write; kopf then sees the finalizer as required and present, and
+    # removes it only after `finalize`.
+    def may_hold_grant(meta: kopf.Meta, status: kopf.Status, **_: Any) -> bool:
+        return inventory.may_hold_grant(meta, status, settings.finalizer)
+
     kopf.on.resume(
         GROUP,
         VERSION,
@@ -133,7 +137,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         BINDINGS,
         id="finalize",
         registry=registry,
-        annotations={inventory.INTENT_ANNOTATION: kopf.PRESENT},
+        when=may_hold_grant,
         backoff=UNEXPECTED_ERROR_BACKOFF,
     )(finalize_binding)
 

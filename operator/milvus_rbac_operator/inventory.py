@@ -45,6 +45,21 @@ def intent_annotation(pair: RolePair) -> str:
     return json.dumps(pair.to_status(), separators=(",", ":"), sort_keys=True)
 
 
+def may_hold_grant(meta: Mapping[str, Any], status: Mapping[str, Any], finalizer: str) -> bool:
+    """Whether deleting the binding must wait for its release: it may have a grant in Milvus.
+
+    The intent, status.applied or the operator's finalizer each say so. The finalizer counts on
+    its own: kopf drops a finalizer that no handler requires without running any handler, so a
+    rule on the intent alone would let a grant go unremoved once the annotation was stripped
+    (by hand, or by a tool that replaces metadata).
+    """
+    return (
+        finalizer in (meta.get("finalizers") or ())
+        or INTENT_ANNOTATION in (meta.get("annotations") or {})
+        or status.get("applied") is not None
+    )
+
+
 def claimed_pairs(applied: RolePair | None, intent: RolePair | None) -> list[RolePair]:
     """Pairs this binding may have established: confirmed first, then the last intent."""
     pairs = [pair for pair in (applied, intent) if pair is not None]

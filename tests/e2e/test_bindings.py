@@ -11,6 +11,7 @@ from pymilvus import MilvusClient
 
 from milvus_rbac_operator.devenv import LocalEnvironment
 from milvus_rbac_operator.devenv.milvus_server import EmbeddedMilvus
+from milvus_rbac_operator.inventory import INTENT_ANNOTATION
 from tests.conftest import roles_of
 from tests.e2e.conftest import (
     OPERATOR_ENV,
@@ -174,6 +175,25 @@ def test_delete_removes_grant_and_releases_finalizer(
     wait_ready(cluster, namespace, "short-lived")
     cluster.kubectl("delete", "mrb", "short-lived", f"-n={namespace}", "--timeout=60s")
     assert cluster.binding(namespace, "short-lived") is None
+    assert roles_of(milvus_admin, user) == set()
+
+
+def test_a_binding_stripped_of_its_intent_still_removes_its_grant_on_delete(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    user, role = make_user(), make_role()
+    cluster.apply(binding(namespace, "stripped", user, role))
+    wait_ready(cluster, namespace, "stripped")
+    # What a hand or a tool that replaces metadata may do to the operator's annotation; the
+    # grant is still in status.applied, and the finalizer must stay until it is removed.
+    cluster.kubectl("annotate", "mrb", "stripped", f"-n={namespace}", f"{INTENT_ANNOTATION}-")
+    cluster.kubectl("delete", "mrb", "stripped", f"-n={namespace}", "--timeout=60s")
+    assert cluster.binding(namespace, "stripped") is None
     assert roles_of(milvus_admin, user) == set()
 
 

@@ -169,6 +169,28 @@ def test_intent_round_trips_through_the_annotation() -> None:
     assert inventory.intent_from(None) is None
 
 
+FINALIZER = "rbac.milvus.io/finalizer"
+INTENT = {inventory.INTENT_ANNOTATION: inventory.intent_annotation(PAIR)}
+
+
+@pytest.mark.parametrize(
+    ("meta", "status", "holds"),
+    [
+        ({}, {}, False),  # nothing added yet: kopf adds no finalizer of its own
+        ({"annotations": INTENT, "finalizers": [FINALIZER]}, {}, True),
+        ({"annotations": INTENT}, {}, True),
+        ({}, {"applied": PAIR.to_status()}, True),
+        # The intent stripped by hand or by a tool: the finalizer alone still holds the release.
+        ({"finalizers": [FINALIZER]}, {}, True),
+        ({"finalizers": ["other.example/finalizer"]}, {}, False),
+    ],
+)
+def test_a_binding_that_may_hold_a_grant_waits_for_its_release(
+    meta: dict[str, Any], status: dict[str, Any], holds: bool
+) -> None:
+    assert inventory.may_hold_grant(meta, status, FINALIZER) is holds
+
+
 def test_claimed_pairs_deduplicates_in_order() -> None:
     other = RolePair(ConnectionRef("milvus"), "bob", "reader")
     assert inventory.claimed_pairs(PAIR, PAIR) == [PAIR]
