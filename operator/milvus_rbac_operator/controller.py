@@ -167,12 +167,14 @@ async def reconcile_binding(
     logger: logging.Logger,
     live: LiveObjects,
     drift_check: str = "",
-    resuming: bool = False,
 ) -> None:
     """Bring Milvus to the binding's spec; status says how it went; not-yet-done raises to retry.
 
-    `drift_check` is the drift check's request, when it found this binding's grant missing;
-    `resuming` says the operator has just started and status may be trusted.
+    `drift_check` is the drift check's request, when it found this binding's grant missing.
+    Otherwise a binding whose status says its very spec is granted gets no call: a resume after
+    a restart (the connection's first drift check verifies them all with one listing), or the
+    second of kopf's two handlers for the first update after a restart (it mixes the resume
+    handler in, and runs the other one on the body the first one's status write made).
     """
     spec, current, meta = body.spec, body.status, body.meta
     namespace, generation = meta.namespace or "", int(meta.get("generation") or 0)
@@ -188,8 +190,8 @@ async def reconcile_binding(
     # A connection deleted while the operator was down is noticed by reconciling.
     connection_known = live.endpoint_of(desired.connection.key(namespace)) is not None
     in_place = reconcile.already_in_place(desired, claimed, ready, observed, generation)
-    if resuming and refused is None and connection_known and in_place:
-        metrics.RECONCILES.labels("resume", "InPlace").inc()
+    if not drift_check and refused is None and connection_known and in_place:
+        metrics.RECONCILES.labels("reconcile", "InPlace").inc()
         return
     calls = reconcile.plan_reconcile(
         desired, claimed, runtime.settings.protected_users, forbidden=bool(refused)

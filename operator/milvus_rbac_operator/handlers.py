@@ -91,7 +91,7 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
         id="reconcile",
         registry=registry,
         backoff=UNEXPECTED_ERROR_BACKOFF,
-    )(resume_binding)
+    )(reconcile_binding)
     kopf.on.create(
         GROUP,
         VERSION,
@@ -186,16 +186,6 @@ async def reconcile_binding(
 ) -> None:
     await controller.reconcile_binding(
         _runtime(memo), body, patch, retry, logger, _runtime(memo).live
-    )
-
-
-@kubeclient.temporary_on_api_outage
-async def resume_binding(
-    body: kopf.Body, patch: kopf.Patch, retry: int, logger: Any, memo: Any, **kwargs: Any
-) -> None:
-    runtime = _runtime(memo)
-    await controller.reconcile_binding(
-        runtime, body, patch, retry, logger, runtime.live, resuming=True
     )
 
 

@@ -67,7 +67,7 @@ def already_in_place(
     observed_generation: int,
     generation: int,
 ) -> bool:
-    """On resume: status says this very spec is granted and nothing else is claimed.
+    """Status says this very spec is granted and nothing else is claimed: no call is needed.
 
     A restart then makes no call for the binding; the connection's first drift check, soon
     after start, verifies every grant with one listing instead of one call per binding.
