@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -75,11 +76,9 @@ def _record(
         logger.info("%s", message)
 
 
-def _retry_or_done(runtime: Runtime, progress: Progress, retry: int) -> None:
-    if progress.readiness is None:
-        return
+def _retry_delay(runtime: Runtime, progress: Progress, retry: int) -> float:
     settings = runtime.settings
-    delay = reconcile.retry_delay(
+    return reconcile.retry_delay(
         progress.outcome,
         retry,
         settings.retry_initial_seconds,
@@ -87,6 +86,12 @@ def _retry_or_done(runtime: Runtime, progress: Progress, retry: int) -> None:
         settings.not_found_retry_seconds,
         progress.waiting,
     )
+
+
+def _retry_or_done(runtime: Runtime, progress: Progress, retry: int) -> None:
+    if progress.readiness is None:
+        return
+    delay = _retry_delay(runtime, progress, retry)
     raise kopf.TemporaryError(f"{progress.readiness.reason}: {progress.readiness.message}", delay)
 
 
@@ -228,15 +233,10 @@ async def reconcile_binding(
     _retry_or_done(runtime, progress, retry)
 
 
-async def finalize_binding(
-    runtime: Runtime,
-    body: kopf.Body,
-    patch: kopf.Patch,
-    retry: int,
-    logger: logging.Logger,
-    live: LiveObjects,
-) -> None:
-    """Remove what the binding claimed (unless Orphan) before kopf releases the finalizer."""
+async def _release(
+    runtime: Runtime, body: kopf.Body, retry: int, logger: logging.Logger, live: LiveObjects
+) -> Progress:
+    """RemoveUserFromRole for what the binding claimed, unless its deletionPolicy is Orphan."""
     spec, current, meta = body.spec, body.status, body.meta
     namespace = meta.namespace or ""
     applied = RolePair.from_status(current.get("applied"))
@@ -255,20 +255,61 @@ async def finalize_binding(
         shared=_sharing(runtime, live, meta, retry),
     )
     _record(runtime, body, progress, logger)
+    result = "Released" if progress.readiness is None else str(progress.readiness.reason)
+    metrics.RECONCILES.labels("finalize", result).inc()
+    return progress
+
+
+async def finalize_binding(
+    runtime: Runtime,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    retry: int,
+    logger: logging.Logger,
+    live: LiveObjects,
+) -> None:
+    """Remove what the binding claimed (unless Orphan) before kopf releases the finalizer."""
+    progress = await _release(runtime, body, retry, logger, live)
     if progress.readiness is None:
-        metrics.RECONCILES.labels("finalize", "Released").inc()
         return
-    metrics.RECONCILES.labels("finalize", str(progress.readiness.reason)).inc()
     # Only what explains the held finalizer is written while the object is being deleted.
     held = status.refused(
         progress.readiness.reason,
         f"{progress.readiness.message}; deletion waits for the removal "
         "(set spec.deletionPolicy: Orphan to let go without it)",
     )
-    generation = int(meta.get("generation") or 0)
+    current, generation = body.status, int(body.meta.get("generation") or 0)
     last = progress.answers[-1] if progress.answers else None
     patch.status.update(status.binding_status(current, generation, held, progress.applied, last))
     _retry_or_done(runtime, progress, retry)
+
+
+# A binding deleted without its finalizer being honoured is released by this process alone, in
+# the background of its watch event: about an hour of attempts at the longest retry delay.
+RELEASE_AFTER_DELETION_ATTEMPTS = 60
+
+
+async def release_deleted_binding(
+    runtime: Runtime, body: kopf.Body, logger: logging.Logger, live: LiveObjects
+) -> None:
+    """Remove what a binding claimed that Kubernetes deleted without waiting for its finalizer.
+
+    A DELETE that read the object just before the operator's finalizer was added still removes
+    it (the API server does not look at finalizers again), and the operator may have made its
+    AddUserToRole by then. The watch's last copy of the object names what it claimed.
+    """
+    logger.warning(
+        "deleted without its finalizer being honoured (a DELETE raced the finalizer's write); "
+        "removing what it claimed"
+    )
+    last_problem = ""
+    for retry in range(RELEASE_AFTER_DELETION_ATTEMPTS):
+        progress = await _release(runtime, body, retry, logger, live)
+        if progress.readiness is None:
+            return
+        last_problem = progress.readiness.message
+        await asyncio.sleep(_retry_delay(runtime, progress, retry))
+    logger.error("gave up removing what the deleted binding claimed: %s", last_problem)
 
 
 def connection_of(body: kopf.Body) -> tuple[str, ConnectionRef]:

@@ -53,8 +53,13 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
     # Coroutines, not functions: kopf runs a plain function in a thread, and these run for every
     # watch event (three per created binding).
     @kopf.on.event(GROUP, VERSION, BINDINGS, registry=registry)
-    async def track_binding(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-        controller.track_binding(_runtime(memo), type, body)
+    async def track_binding(
+        type: str | None, body: kopf.Body, memo: Any, logger: Any, **_: Any
+    ) -> None:
+        runtime = _runtime(memo)
+        controller.track_binding(runtime, type, body)
+        if type == "DELETED" and inventory.deleted_unreleased(body.meta, settings.finalizer):
+            await controller.release_deleted_binding(runtime, body, logger, runtime.live)
 
     for plural in (CONNECTIONS, CLUSTER_CONNECTIONS):
         kopf.on.event(GROUP, VERSION, plural, id="track_connection", registry=registry)(

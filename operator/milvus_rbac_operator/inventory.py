@@ -60,6 +60,16 @@ def may_hold_grant(meta: Mapping[str, Any], status: Mapping[str, Any], finalizer
     )
 
 
+def deleted_unreleased(meta: Mapping[str, Any], finalizer: str) -> bool:
+    """A binding's last copy, as its deletion's watch event shows it: gone without a release?
+
+    After a normal deletion the copy has a deletionTimestamp (and may still list the
+    finalizer). With the finalizer and no deletionTimestamp, a DELETE removed the object at once
+    although the finalizer was there: it had read the object just before the finalizer's write.
+    """
+    return finalizer in (meta.get("finalizers") or ()) and not meta.get("deletionTimestamp")
+
+
 def claimed_pairs(applied: RolePair | None, intent: RolePair | None) -> list[RolePair]:
     """Pairs this binding may have established: confirmed first, then the last intent."""
     pairs = [pair for pair in (applied, intent) if pair is not None]

@@ -434,6 +434,32 @@ def test_api_server_restart_does_not_stop_reconciling(
     assert roles_of(milvus_admin, user) == {role}
 
 
+def test_a_binding_deleted_without_its_finalizer_honoured_still_loses_its_grant(
+    cluster: Cluster,
+    namespace: str,
+    milvus_connection: str,
+    milvus_admin: MilvusClient,
+    local_env: LocalEnvironment,
+    operator: OperatorProcess,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    """A DELETE that read the binding just before the operator's finalizer was written removes
+    it anyway, after the operator may have added the grant (seen in the SIGKILL churn test):
+    the deletion's watch event still lists the finalizer, without a deletionTimestamp. The same
+    is left here by removing the stored object from etcd directly."""
+    if local_env.controlplane is None:
+        pytest.fail("removing an object from etcd needs the local control plane (--cluster=local)")
+    user, role = make_user(), make_role()
+    cluster.apply(binding(namespace, "raced", user, role))
+    wait_ready(cluster, namespace, "raced")
+    key = f"/registry/{GROUP}/milvusrolebindings/{namespace}/raced"
+    assert local_env.controlplane.remove_from_etcd(key) == 1
+    eventually(lambda: roles_of(milvus_admin, user) == set(), "the raced binding's grant removed")
+    assert cluster.binding(namespace, "raced") is None
+    assert "deleted without its finalizer being honoured" in operator.log_text()
+
+
 def test_sigkill_at_random_moments_leaves_milvus_exactly_as_declared(
     cluster: Cluster,
     namespace: str,

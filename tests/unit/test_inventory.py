@@ -191,6 +191,25 @@ def test_a_binding_that_may_hold_a_grant_waits_for_its_release(
     assert inventory.may_hold_grant(meta, status, FINALIZER) is holds
 
 
+@pytest.mark.parametrize(
+    ("meta", "unreleased"),
+    [
+        # A normal deletion: marked first, released by finalize (the last copy may still list
+        # the finalizer).
+        ({"finalizers": [FINALIZER], "deletionTimestamp": "2026-12-04T06:23:00Z"}, False),
+        ({"deletionTimestamp": "2026-12-04T06:23:00Z"}, False),
+        ({}, False),  # never claimed anything: deleted at once, nothing to remove
+        # Gone at once although the finalizer was there: a DELETE raced its write.
+        ({"finalizers": [FINALIZER]}, True),
+        ({"finalizers": ["other.example/finalizer"]}, False),
+    ],
+)
+def test_a_binding_gone_with_its_finalizer_and_no_deletion_mark_was_not_released(
+    meta: dict[str, Any], unreleased: bool
+) -> None:
+    assert inventory.deleted_unreleased(meta, FINALIZER) is unreleased
+
+
 def test_claimed_pairs_deduplicates_in_order() -> None:
     other = RolePair(ConnectionRef("milvus"), "bob", "reader")
     assert inventory.claimed_pairs(PAIR, PAIR) == [PAIR]

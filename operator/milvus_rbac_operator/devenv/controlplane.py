@@ -9,8 +9,10 @@ proxy and cached outside the checkout, keyed by the pin, so every clone reuses t
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import ssl
@@ -279,6 +281,18 @@ class ControlPlane:
         context = ssl.create_default_context(cafile=str(self.ca.cert))
         context.load_cert_chain(str(self.admin.credentials.cert), str(self.admin.credentials.key))
         return _http_ok(f"{self.server}/readyz", context)
+
+    def remove_from_etcd(self, key: str) -> int:
+        """Delete a stored object behind the API server's back (etcd's JSON gateway); how many
+        keys went. Tests use it to leave what a DELETE racing a finalizer's write leaves: the
+        object gone, its last copy still listing the finalizer."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self._etcd_port}/v3/kv/deleterange",
+            data=json.dumps({"key": base64.b64encode(key.encode()).decode()}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return int(json.load(response).get("deleted", 0))
 
     def restart_apiserver(self) -> None:
         processes.stop(self._apiserver)
