@@ -50,8 +50,7 @@ class Runtime:
 
 
 def _sharing(runtime: Runtime, live: LiveObjects, meta: Any, retry: int) -> LiveSharing:
-    namespace, name = meta.namespace or "", meta.name or ""
-    return LiveSharing(runtime.pair_locks, live, namespace, name, str(meta.uid), retry)
+    return LiveSharing(runtime.pair_locks, live, meta.namespace or "", str(meta.uid), retry)
 
 
 def _record(

@@ -177,7 +177,7 @@ class Sharers:
 def sharers(
     pair: RolePair,
     namespace: str,
-    me: str,
+    my_uid: str,
     candidates: Iterable[BindingRecord],
     endpoint_of: Mapping[ConnectionKey, str],
     may_hold: Callable[[BindingRecord], bool] = lambda _: True,
@@ -185,6 +185,7 @@ def sharers(
 ) -> Sharers:
     """Who else wants `pair` on the same Milvus, and whether they hold it already.
 
+    "Else" is by uid: a binding deleted at once and created again under its name is another one.
     Holding means its status or intent shows the pair, or (`adding`, by uid) this process is
     adding it for them and the watch has not shown that yet. One that wants the pair but has
     not been acted on for that spec is about to add it: skipping the removal for it could leave
@@ -198,7 +199,7 @@ def sharers(
     holding, about_to_add = set(), set()
     for record in candidates:
         desired = record.desired
-        if record.ref == me or record.deleting or desired is None:
+        if record.uid == my_uid or record.deleting or desired is None:
             continue
         if (desired.username, desired.role_name) != (pair.username, pair.role_name):
             continue
@@ -385,12 +386,12 @@ class LiveObjects:
         )
         return refusal is None
 
-    def sharers(self, pair: RolePair, namespace: str, me: str) -> Sharers:
+    def sharers(self, pair: RolePair, namespace: str, my_uid: str) -> Sharers:
         """The other live bindings that want the pair on the same Milvus."""
         return sharers(
             pair,
             namespace,
-            me,
+            my_uid,
             self._by_pair.get((pair.username, pair.role_name)),
             _Endpoints(self),
             self.may_hold,

@@ -56,7 +56,6 @@ class LiveSharing:
     locks: PairLocks
     live: LiveObjects
     namespace: str
-    name: str
     uid: str
     retry: int = 0  # the handler's retry: a removal waits for others only so many times
 
@@ -68,7 +67,7 @@ class LiveSharing:
             await asyncio.sleep(0)
 
     def sharers(self, pair: RolePair) -> Sharers:
-        found = self.live.sharers(pair, self.namespace, f"{self.namespace}/{self.name}")
+        found = self.live.sharers(pair, self.namespace, self.uid)
         return found if removal_may_wait(self.retry) else Sharers(holding=found.holding)
 
     def adding(self, pair: RolePair) -> None:

@@ -86,7 +86,7 @@ def holding(namespace: str, name: str, pair: RolePair, *, deleting: bool = False
     ],
 )
 def test_holders(other: BindingRecord, expected: tuple[str, ...]) -> None:
-    found = inventory.sharers(PAIR, "team-a", "team-a/me", [other], ENDPOINTS)
+    found = inventory.sharers(PAIR, "team-a", "uid-me", [other], ENDPOINTS)
     assert found.holding == expected
     assert found.adding == ()
 
@@ -104,14 +104,21 @@ def test_holders(other: BindingRecord, expected: tuple[str, ...]) -> None:
     ],
 )
 def test_a_binding_about_to_add_the_pair_makes_the_removal_wait(other: BindingRecord) -> None:
-    found = inventory.sharers(PAIR, "team-a", "team-a/me", [other], ENDPOINTS)
+    found = inventory.sharers(PAIR, "team-a", "uid-me", [other], ENDPOINTS)
     assert found == inventory.Sharers(holding=(), adding=("team-a/new",))
+
+
+def test_a_binding_created_again_under_the_same_name_is_another_sharer() -> None:
+    # The old one was deleted at once (a DELETE raced its finalizer) and is being released.
+    again = BindingRecord("team-a", "me", "uid-me-again", 1, PAIR, PAIR, False, True)
+    found = inventory.sharers(PAIR, "team-a", "uid-me", [again], ENDPOINTS)
+    assert found.holding == ("team-a/me",)
 
 
 def test_a_binding_this_process_is_adding_for_holds_the_pair_before_the_watch_shows_it() -> None:
     wanting = record("team-a", "twin", PAIR)
     adding = {"uid-twin": PAIR}
-    found = inventory.sharers(PAIR, "team-a", "team-a/me", [wanting], ENDPOINTS, adding=adding)
+    found = inventory.sharers(PAIR, "team-a", "uid-me", [wanting], ENDPOINTS, adding=adding)
     assert found.holding == ("team-a/twin",)
 
 
@@ -253,7 +260,7 @@ def test_live_objects_file_each_binding_under_its_pair_and_connections() -> None
     live.put_binding(live_record("a", PAIR))
     live.put_binding(live_record("b", PAIR, namespace="other"))
     assert {r.name for r in live.users_of(("ns", "milvus"))} == {"a"}
-    assert live.sharers(PAIR, "ns", "ns/a").holding == ("other/b",)
+    assert live.sharers(PAIR, "ns", "uid-a").holding == ("other/b",)
     assert live.readiness_counts() == {"true": 2, "false": 0, "unknown": 0}
 
 
@@ -264,7 +271,7 @@ def test_a_changed_binding_is_refiled_and_a_deleted_one_forgotten() -> None:
     live.put_binding(live_record("a", writer))  # same uid, new spec
     assert live.users_of(("ns", "milvus")) == []
     assert [r.name for r in live.users_of(("ns", "prod"))] == ["a"]
-    assert live.sharers(PAIR, "ns", "ns/other").holding == ()
+    assert live.sharers(PAIR, "ns", "uid-other").holding == ()
     live.drop_binding("uid-a")
     assert live.users_of(("ns", "prod")) == []
     assert live.readiness_counts()["true"] == 0
@@ -273,13 +280,13 @@ def test_a_changed_binding_is_refiled_and_a_deleted_one_forgotten() -> None:
 def test_the_note_of_an_add_lasts_until_the_watch_shows_the_claim() -> None:
     live = inventory.LiveObjects()
     live.put_binding(record("ns", "b", PAIR))  # wants PAIR, status not written yet
-    assert live.sharers(PAIR, "ns", "ns/a").holding == ()
+    assert live.sharers(PAIR, "ns", "uid-a").holding == ()
     live.note_adding("uid-b", PAIR)
-    assert live.sharers(PAIR, "ns", "ns/a").holding == ("ns/b",)
+    assert live.sharers(PAIR, "ns", "uid-a").holding == ("ns/b",)
     live.put_binding(record("ns", "b", PAIR, applied=PAIR))  # the status write, seen
-    assert live.sharers(PAIR, "ns", "ns/a").holding == ("ns/b",)
+    assert live.sharers(PAIR, "ns", "uid-a").holding == ("ns/b",)
     live.put_binding(record("ns", "b", PAIR))  # the note is gone: only the record counts now
-    assert live.sharers(PAIR, "ns", "ns/a").holding == ()
+    assert live.sharers(PAIR, "ns", "uid-a").holding == ()
 
 
 def test_the_note_of_an_add_goes_when_the_spec_moves_on_or_the_binding_goes() -> None:
@@ -289,11 +296,11 @@ def test_the_note_of_an_add_goes_when_the_spec_moves_on_or_the_binding_goes() ->
     live.note_adding("uid-b", PAIR)
     live.put_binding(record("ns", "b", writer))
     live.put_binding(record("ns", "b", PAIR))  # back again, but not added for it this time
-    assert live.sharers(PAIR, "ns", "ns/a").holding == ()
+    assert live.sharers(PAIR, "ns", "uid-a").holding == ()
     live.note_adding("uid-b", PAIR)
     live.drop_binding("uid-b")
     live.put_binding(record("ns", "b", PAIR))  # the same uid seen again after a DELETED
-    assert live.sharers(PAIR, "ns", "ns/a").holding == ()
+    assert live.sharers(PAIR, "ns", "uid-a").holding == ()
 
 
 def test_grant_site_names_the_milvus_however_the_connection_is_called() -> None:

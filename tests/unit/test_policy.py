@@ -186,8 +186,8 @@ def test_a_binding_the_policy_forbids_does_not_keep_a_grant_for_another() -> Non
     pair = RolePair(SHARED, "svc_app", "reader")
     other = binding("Granted")
     endpoints = {("", "shared"): "http://milvus:19530/"}
-    kept = inventory.sharers(pair, "team-b", "team-b/x", [other], endpoints, lambda _: True)
-    dropped = inventory.sharers(pair, "team-b", "team-b/x", [other], endpoints, lambda _: False)
+    kept = inventory.sharers(pair, "team-b", "uid-x", [other], endpoints, lambda _: True)
+    dropped = inventory.sharers(pair, "team-b", "uid-x", [other], endpoints, lambda _: False)
     assert kept.holding == ("team-a/b",)
     assert dropped == inventory.Sharers()
 

@@ -365,14 +365,14 @@ def shared_pair_race(add_first: bool) -> tuple[GatedMilvus, reconcile.Progress]:
             None,
             client_for,
             None,
-            shared=LiveSharing(locks, live, "ns", "arriving", "u2"),
+            shared=LiveSharing(locks, live, "ns", "u2"),
         )
         leaving = reconcile.execute(
             reconcile.plan_release([ALICE_READER], "Delete", PROTECTED),
             ALICE_READER,
             client_for,
             None,
-            shared=LiveSharing(locks, live, "ns", "leaving", "u1"),
+            shared=LiveSharing(locks, live, "ns", "u1"),
         )
         first, second = (arriving, leaving) if add_first else (leaving, arriving)
         if add_first:
@@ -429,7 +429,7 @@ def test_a_removal_sees_a_binding_whose_event_reaches_the_live_view_a_few_cycles
             ALICE_READER,
             client_for,
             None,
-            shared=LiveSharing(PairLocks(), live, "ns", "old", "u1"),
+            shared=LiveSharing(PairLocks(), live, "ns", "u1"),
         )
         await worker
         return progress
@@ -505,10 +505,8 @@ def test_a_resume_trusts_status_only_when_it_shows_this_spec_granted(
 def test_a_removal_stops_waiting_for_a_binding_that_never_gets_reconciled() -> None:
     live = LiveObjects()
     live.put_binding(BindingRecord("ns", "stuck", "u2", 1, ALICE_READER, None, False, False))
-    patient = LiveSharing(PairLocks(), live, "ns", "old", "u1", retry=0)
-    exhausted = LiveSharing(
-        PairLocks(), live, "ns", "old", "u1", retry=reconcile.SHARED_GRANT_MAX_WAITS
-    )
+    patient = LiveSharing(PairLocks(), live, "ns", "u1", retry=0)
+    exhausted = LiveSharing(PairLocks(), live, "ns", "u1", retry=reconcile.SHARED_GRANT_MAX_WAITS)
     assert patient.sharers(ALICE_READER) == Sharers(adding=("ns/stuck",))
     assert exhausted.sharers(ALICE_READER) == Sharers()
     assert reconcile.SHARED_GRANT_MAX_WAITS * reconcile.SHARED_GRANT_WAIT_SECONDS <= 30
