@@ -284,8 +284,10 @@ async def finalize_binding(
 
 
 # A binding deleted without its finalizer being honoured is released by this process alone, in
-# the background of its watch event: about an hour of attempts at the longest retry delay.
-RELEASE_AFTER_DELETION_ATTEMPTS = 60
+# the background of its watch event: past the waits for bindings about to add the same grant
+# (reconcile.SHARED_GRANT_MAX_WAITS, after which the removal is made), then about an hour of
+# attempts at the longest retry delay.
+RELEASE_AFTER_DELETION_ATTEMPTS = reconcile.SHARED_GRANT_MAX_WAITS + 60
 
 
 async def release_deleted_binding(
