@@ -54,7 +54,7 @@ def may_hold_grant(meta: Mapping[str, Any], status: Mapping[str, Any], finalizer
     (by hand, or by a tool that replaces metadata).
     """
     return (
-        finalizer in (meta.get("finalizers") or ())
+        _has_finalizer(meta, finalizer)
         or INTENT_ANNOTATION in (meta.get("annotations") or {})
         or status.get("applied") is not None
     )
@@ -67,7 +67,11 @@ def deleted_unreleased(meta: Mapping[str, Any], finalizer: str) -> bool:
     finalizer). With the finalizer and no deletionTimestamp, a DELETE removed the object at once
     although the finalizer was there: it had read the object just before the finalizer's write.
     """
-    return finalizer in (meta.get("finalizers") or ()) and not meta.get("deletionTimestamp")
+    return _has_finalizer(meta, finalizer) and not meta.get("deletionTimestamp")
+
+
+def _has_finalizer(meta: Mapping[str, Any], finalizer: str) -> bool:
+    return finalizer in (meta.get("finalizers") or ())
 
 
 def claimed_pairs(applied: RolePair | None, intent: RolePair | None) -> list[RolePair]:
