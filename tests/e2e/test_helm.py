@@ -27,7 +27,7 @@ import pytest
 import yaml
 from pymilvus import MilvusClient
 
-from milvus_rbac_operator.devenv import REPO_ROOT, processes
+from milvus_rbac_operator.devenv import REPO_ROOT, install_crds, processes
 from milvus_rbac_operator.devenv.controlplane import ControlPlane
 from milvus_rbac_operator.devenv.helm import ensure_binary, run_helm
 from milvus_rbac_operator.devenv.milvus_server import ROOT_PASSWORD, ROOT_USERNAME, EmbeddedMilvus
@@ -209,11 +209,8 @@ def helm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster = Cluster(controlplane.kubeconfig)
         for name in (RELEASE_NAMESPACE, *WATCHED, UNWATCHED):
             cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-        servicemonitor = str(ensure_servicemonitor_crd(say=lambda line: print(f"[helm] {line}")))
-        cluster.kubectl("apply", "--server-side", "-f", servicemonitor)
-        cluster.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "-f", servicemonitor
-        )
+        servicemonitor = ensure_servicemonitor_crd(say=lambda line: print(f"[helm] {line}"))
+        install_crds(controlplane.kubeconfig, servicemonitor)
         yield cluster
     finally:
         controlplane.stop()

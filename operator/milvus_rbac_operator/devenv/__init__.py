@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -75,12 +76,22 @@ class LocalEnvironment:
             self.controlplane = None
 
 
-def install_crds(kubeconfig: Path) -> None:
-    """Apply deploy/crds (the single source of the CRDs) and wait until they are served."""
-    run_kubectl(kubeconfig, ["apply", "--server-side", "--force-conflicts", "-f", str(CRDS)])
-    run_kubectl(
-        kubeconfig, ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS)]
-    )
+def install_crds(kubeconfig: Path, crds: Path = CRDS) -> None:
+    """Apply CRDs (by default deploy/crds, their single source) and wait until they are served.
+
+    `kubectl wait` fails at once, instead of waiting, on a CRD whose status has no conditions
+    yet (an accessor error, seen right after the apply on a loaded machine): that is retried.
+    """
+    run_kubectl(kubeconfig, ["apply", "--server-side", "--force-conflicts", "-f", str(crds)])
+    wait = ["wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds)]
+    deadline = time.monotonic() + 60
+    while True:
+        result = run_kubectl(kubeconfig, wait, check=False)
+        if result.returncode == 0:
+            return
+        if "accessor error" not in result.stderr or time.monotonic() > deadline:
+            raise RuntimeError(f"kubectl {' '.join(wait)} failed: {result.stderr.strip()}")
+        time.sleep(0.2)
 
 
 def run_kubectl(
