@@ -21,7 +21,7 @@ from milvus_rbac_operator.connections import ConnectionRegistry, KubeAPI
 from milvus_rbac_operator.controller import Runtime
 from milvus_rbac_operator.handlers import build_registry
 from milvus_rbac_operator.health import Health
-from milvus_rbac_operator.kopfconfig import kopf_settings_for
+from milvus_rbac_operator.kopfconfig import kopf_settings_for, watch_without_managed_fields
 from milvus_rbac_operator.leader import LeaderLease
 from milvus_rbac_operator.settings import Settings
 
@@ -86,6 +86,7 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
     )
     logging.getLogger().setLevel("DEBUG" if verbose else settings.log_level)
     logging.getLogger("kopf.objects").addFilter(RoutineSuccessIsDebug())
+    watch_without_managed_fields()
     api_client = kubernetes.client.ApiClient(kubeclient.load_configuration(kubeconfig))
     kube = KubeAPI(
         api_client, kubeclient.MergePatcher(lambda: kubeclient.load_configuration(kubeconfig))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, cast
 
 import kopf
+from kopf._cogs.clients import watching
 
 from milvus_rbac_operator.inventory import INTENT_ANNOTATION
 from milvus_rbac_operator.kubeclient import LIST_PAGE_SIZE
@@ -29,6 +30,30 @@ class EssenceWithoutIntent(kopf.StatusDiffBaseStorage):
         annotations.pop(INTENT_ANNOTATION, None)
         self.remove_empty_stanzas(essence)
         return essence
+
+
+_kopf_infinite_watch = watching.infinite_watch
+
+
+async def _infinite_watch_without_managed_fields(
+    **kwargs: Any,
+) -> AsyncIterator[watching.Bookmark | kopf.RawEvent]:
+    async for raw_event in _kopf_infinite_watch(**kwargs):
+        if isinstance(raw_event, dict):
+            raw_object = cast(dict[str, Any], raw_event.get("object", {}))
+            raw_object.get("metadata", {}).pop("managedFields", None)
+        yield raw_event
+
+
+def watch_without_managed_fields() -> None:
+    """Drop `metadata.managedFields` from every object kopf watches, as each event arrives.
+
+    kopf keeps the body of every event until the object's worker has handled it: after a burst of
+    thousands of bindings, that is thousands of bodies, and managedFields are most of each one.
+    Nothing in the operator or in kopf reads them, and no patch ever sends them back. kopf has no
+    public hook here, so this wraps the stream its watcher reads (kopf is pinned in the lock).
+    """
+    watching.infinite_watch = _infinite_watch_without_managed_fields
 
 
 def kopf_settings_for(settings: Settings) -> kopf.OperatorSettings:

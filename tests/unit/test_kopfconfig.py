@@ -1,11 +1,25 @@
-"""kopf's bookkeeping must not see the operator's own intent annotation as a change."""
+"""kopf's settings: its bookkeeping must not see the operator's own intent annotation as a
+change, and what it holds per object stays small."""
 
 from __future__ import annotations
 
-import kopf
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any
 
+import kopf
+import pytest
+from kopf._cogs.clients import watching
+from kopf._core.reactor import queueing
+
+from milvus_rbac_operator import kopfconfig
 from milvus_rbac_operator.inventory import INTENT_ANNOTATION
-from milvus_rbac_operator.kopfconfig import EssenceWithoutIntent, kopf_settings_for
+from milvus_rbac_operator.kopfconfig import (
+    EssenceWithoutIntent,
+    kopf_settings_for,
+    watch_without_managed_fields,
+)
 from milvus_rbac_operator.kubeclient import LIST_PAGE_SIZE
 from milvus_rbac_operator.settings import Settings
 
@@ -47,3 +61,41 @@ def test_kopf_lists_in_pages_so_it_never_holds_every_binding_at_once() -> None:
     configured = kopf_settings_for(Settings())
     assert configured.watching.chunk_size == LIST_PAGE_SIZE
     assert 0 < LIST_PAGE_SIZE <= 500
+
+
+def test_watched_objects_reach_kopf_without_their_managed_fields(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[Any] = [
+        {"type": "ADDED", "object": {"metadata": {"name": "b", "managedFields": [{"m": 1}]}}},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
+        watching.Bookmark.LISTED,
+    ]
+
+    async def kopf_stream(**_: Any) -> AsyncIterator[Any]:
+        for raw_event in sent:
+            yield raw_event
+
+    async def received() -> list[Any]:
+        return [raw_event async for raw_event in watching.infinite_watch()]  # type: ignore[call-arg]
+
+    monkeypatch.setattr(kopfconfig, "_kopf_infinite_watch", kopf_stream)
+    monkeypatch.setattr(watching, "infinite_watch", watching.infinite_watch)
+    watch_without_managed_fields()
+    assert asyncio.run(received()) == [
+        {"type": "ADDED", "object": {"metadata": {"name": "b"}}},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
+        watching.Bookmark.LISTED,
+    ]
+
+
+def test_kopfs_watcher_reads_the_stream_without_managed_fields(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # kopf's watcher looks the stream up on the module at each (re)connect; if a kopf upgrade
+    # imported it by name instead, the wrapper would silently stop applying.
+    monkeypatch.setattr(watching, "infinite_watch", watching.infinite_watch)
+    watch_without_managed_fields()
+    assert queueing.watching is watching
+    assert "watching.infinite_watch(" in inspect.getsource(queueing.watcher)
+    assert watching.infinite_watch is kopfconfig._infinite_watch_without_managed_fields
