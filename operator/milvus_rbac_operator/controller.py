@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -53,6 +54,17 @@ def _sharing(runtime: Runtime, live: LiveObjects, meta: Any, retry: int) -> Live
     return LiveSharing(runtime.pair_locks, live, meta.namespace or "", str(meta.uid), retry)
 
 
+# Events go out just after the status write they describe: posted at once, each one competed
+# with that write for the API server and made the binding show Ready later (README,
+# "Performance").
+EVENT_DELAY_SECONDS = 0.05
+
+
+def _post_event(body: Any, kind: str, reason: str, message: str) -> None:
+    post = functools.partial(kopf.event, body, type=kind, reason=reason, message=message)
+    asyncio.get_running_loop().call_later(EVENT_DELAY_SECONDS, post)
+
+
 def _record(
     runtime: Runtime, body: Any, progress: Progress, logger: logging.Logger, drift: bool = False
 ) -> None:
@@ -64,14 +76,14 @@ def _record(
     for answer in progress.answers:
         adding = answer.operation is Operation.ADD_USER_TO_ROLE
         event = status.drift_event(answer) if drift and adding else status.event_for(answer)
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        _post_event(body, event.type, event.reason, event.message)
         logger.info("%s", event.message)
     for call in progress.kept:
         message = (
             f"RemoveUserFromRole({call.pair.username}, {call.pair.role_name}) skipped: "
             f"still wanted by {', '.join(call.kept_for)}"
         )
-        kopf.event(body, type="Normal", reason="RemovalSkipped", message=message)
+        _post_event(body, "Normal", "RemovalSkipped", message)
         logger.info("%s", message)
 
 
@@ -221,7 +233,7 @@ async def reconcile_binding(
         return
     if refused is not None and progress.done:
         # Nothing to retry: a person changes the spec, or the platform the policy.
-        kopf.event(body, type="Warning", reason=str(refused.reason), message=refused.message)
+        _post_event(body, "Warning", str(refused.reason), refused.message)
         logger.info("%s: %s", refused.reason, refused.message)
     # With no call made (refused, or connection unusable), the previous resStatus stays.
     changes = status.binding_status(current, generation, readiness, progress.applied, last)
@@ -343,7 +355,7 @@ async def check_connection(
     if changes:
         patch.status.update(changes)
         kind = "Normal" if readiness.ready else "Warning"
-        kopf.event(body, type=kind, reason=str(readiness.reason), message=readiness.message)
+        _post_event(body, kind, str(readiness.reason), readiness.message)
         logger.info("%s: %s", readiness.reason, readiness.message)
 
 
