@@ -147,22 +147,29 @@ def binding_record(
     conditions = [c for c in status.get("conditions") or () if isinstance(c, Mapping)]
     ready_condition = next((c for c in conditions if c.get("type") == "Ready"), {})
     annotations = meta.get("annotations") or {}
+    # Spec, status and intent usually name one pair: the record keeps one copy of it.
+    applied = _same_or(desired, RolePair.from_status(status.get("applied")))
+    intent = _same_or(desired, intent_from(annotations))
     return BindingRecord(
         namespace=namespace,
         name=name,
         uid=str(meta.get("uid") or ""),
         generation=int(meta.get("generation") or 0),
         desired=desired,
-        applied=RolePair.from_status(status.get("applied")),
+        applied=applied,
         deleting=bool(meta.get("deletionTimestamp")),
         ready=ready_condition.get("status") == "True",
         ready_reason=str(ready_condition.get("reason") or ""),
         policy_check=str(annotations.get(RECONCILE_REQUEST_ANNOTATION) or ""),
         drift_requested=str(annotations.get(DRIFT_ANNOTATION) or ""),
         drift_handled=str(status.get("driftCheck") or ""),
-        intent=intent_from(annotations),
+        intent=intent,
         observed_generation=int(status.get("observedGeneration") or 0),
     )
+
+
+def _same_or(kept: RolePair | None, pair: RolePair | None) -> RolePair | None:
+    return kept if pair is not None and pair == kept else pair
 
 
 def endpoint_or_key(endpoint_of: Mapping[ConnectionKey, str], key: ConnectionKey) -> str:

@@ -14,7 +14,7 @@ CLUSTER_CONNECTION = "ClusterMilvusConnection"
 ConnectionKey = tuple[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ConnectionRef:
     """A binding's connectionRef: a MilvusConnection in its namespace, or a cluster one."""
 
@@ -36,7 +36,7 @@ class ConnectionRef:
         return f"{CLUSTER_CONNECTION} {self.name}" if self.cluster_scoped else self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RolePair:
     """One user in one role, through one connection (named from the binding's namespace)."""
 

@@ -249,6 +249,19 @@ def test_record_from_a_binding_body() -> None:
     assert inventory.connections_used(rec) == {("ns", "milvus"), ("ns", "old")}
 
 
+def test_a_record_keeps_one_copy_of_the_pair_its_spec_status_and_intent_all_name() -> None:
+    # Thousands of records live as long as their bindings: one pair object each, not three.
+    spec = {"connectionRef": {"name": "milvus"}, "username": "alice", "roleName": "reader"}
+    meta = {
+        "uid": "u",
+        "annotations": {inventory.INTENT_ANNOTATION: inventory.intent_annotation(PAIR)},
+    }
+    rec = inventory.binding_record("ns", "b", meta, spec, {"applied": PAIR.to_status()})
+    assert rec.desired == PAIR
+    assert rec.applied is rec.desired
+    assert rec.intent is rec.desired
+
+
 def live_record(name: str, pair: RolePair, namespace: str = "ns", **fields: Any) -> BindingRecord:
     return BindingRecord(namespace, name, f"uid-{name}", 1, pair, pair, False, True, **fields)
 
