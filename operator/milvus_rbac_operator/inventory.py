@@ -169,7 +169,7 @@ def binding_record(
 
 
 def _same_or(kept: RolePair | None, pair: RolePair | None) -> RolePair | None:
-    return kept if pair is not None and pair == kept else pair
+    return kept if pair == kept else pair
 
 
 def endpoint_or_key(endpoint_of: Mapping[ConnectionKey, str], key: ConnectionKey) -> str:
