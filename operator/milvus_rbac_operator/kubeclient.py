@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 from collections.abc import Awaitable, Callable, Iterable
@@ -105,14 +106,22 @@ class MergePatcher:
     ) -> None:
         self._load_configuration = load_configuration
         self._max_connections = max_connections
-        # No total: a write may wait its turn for a pooled connection for as long as a bulk
-        # rollout makes it (thousands at once); the server itself must answer within the bound.
+        # No total: the server must answer within the bound once a write is sent, however long
+        # the write waited for its turn before (thousands at once in a bulk rollout).
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout_seconds, sock_read=timeout_seconds
         )
         self._session: tuple[str, aiohttp.ClientSession] | None = None
+        # A write waits for its turn here, before its request exists: thousands of writes that
+        # each waited inside aiohttp for a pooled connection held a whole request apiece
+        # (headers, URL, cookies, a dozen coroutines), the peak that a burst's memory stays at.
+        self._turns = asyncio.Semaphore(max_connections)
 
     async def merge_patch(self, path: str, body: dict[str, Any]) -> None:
+        async with self._turns:
+            await self._merge_patch(path, body)
+
+    async def _merge_patch(self, path: str, body: dict[str, Any]) -> None:
         for attempt in (1, 2):
             server, session = self._current_session()
             async with session.patch(
