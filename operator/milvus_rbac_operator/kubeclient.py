@@ -137,6 +137,9 @@ class MergePatcher:
                     raise ApiException(
                         status=response.status, reason=f"{response.reason}: {detail}"
                     )
+                # Read to the end: an answer left unread closes its connection, and the next
+                # write paid a new TLS handshake (most writes, for objects over about 8 KB).
+                await response.read()
                 return
 
     def _current_session(self) -> tuple[str, aiohttp.ClientSession]:
