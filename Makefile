@@ -55,7 +55,8 @@ e2e: prepare-tests
 test: lint typecheck prepare-tests
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
-# Copy deploy/crds/ and deploy/rbac/operator.yaml into the Helm chart (tests fail while they differ).
+# Copy deploy/crds/, deploy/admission/ and deploy/rbac/operator.yaml into the Helm chart (tests fail
+# while they differ).
 sync-chart:
 	$(PYTHON) hack/sync-chart.py
 

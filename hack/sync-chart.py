@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Copy deploy/crds/ and deploy/rbac/operator.yaml into the Helm chart, byte for byte.
+"""Copy deploy/crds/, deploy/admission/ and deploy/rbac/operator.yaml into the Helm chart.
 
 Helm templates cannot read outside the chart, so the chart keeps copies of these single
-sources under files/. Run this after changing either; tests/e2e/test_helm.py fails while a
+sources under files/. Run this after changing any of them; tests/e2e/test_helm.py fails while a
 copy differs. `--check` only reports (exit 1) and changes nothing.
 """
 
@@ -18,6 +18,7 @@ CHART = ROOT / "deploy" / "helm" / "milvus-rbac-operator"
 # chart's own templates, only the rules are copied.
 COPIES = {
     ROOT / "deploy" / "crds": (CHART / "files" / "crds", None),
+    ROOT / "deploy" / "admission": (CHART / "files" / "admission", None),
     ROOT / "deploy" / "rbac": (CHART / "files" / "rbac", ("operator.yaml",)),
 }
 

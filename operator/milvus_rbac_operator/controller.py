@@ -85,6 +85,14 @@ def _record(
         )
         _post_event(body, "Normal", "RemovalSkipped", message)
         logger.info("%s", message)
+    for call in progress.dropped:
+        logger.info(
+            "RemoveUserFromRole(%s, %s) not needed: connection %s cannot be used, and no call "
+            "for this binding is on record",
+            call.pair.username,
+            call.pair.role_name,
+            call.pair.connection,
+        )
 
 
 def _retry_delay(runtime: Runtime, progress: Progress, retry: int) -> float:
@@ -175,6 +183,20 @@ async def _policy_refusal(
     return None if refusal is None else status.refused(Reason.FORBIDDEN, refusal)
 
 
+async def _claims(
+    runtime: Runtime, live: LiveObjects, body: kopf.Body, applied: RolePair | None
+) -> inventory.Claims:
+    """What the binding claims (inventory.claims), its intent checked against the policy."""
+    meta = body.meta
+    intent = inventory.intent_from(meta.annotations)
+    forbidden = False
+    if intent is not None and intent != applied:
+        refusal = await _policy_refusal(runtime, live, meta.namespace or "", intent)
+        forbidden = refusal is not None
+    provisional = inventory.provisional_intent(meta.annotations, body.status)
+    return inventory.claims(applied, intent, forbidden, provisional)
+
+
 async def reconcile_binding(
     runtime: Runtime,
     body: kopf.Body,
@@ -200,17 +222,21 @@ async def reconcile_binding(
     refused = reconcile.refusal(desired, runtime.settings.protected_users)
     if refused is None:
         refused = await _policy_refusal(runtime, live, namespace, desired)
-    claimed = inventory.claimed_pairs(applied, inventory.intent_from(meta.annotations))
+    claims = await _claims(runtime, live, body, applied)
     ready = status.is_ready(current)
     observed = int(current.get("observedGeneration") or 0)
     # A connection deleted while the operator was down is noticed by reconciling.
     connection_known = live.endpoint_of(desired.connection.key(namespace)) is not None
-    in_place = reconcile.already_in_place(desired, claimed, ready, observed, generation)
+    in_place = reconcile.already_in_place(desired, claims.pairs, ready, observed, generation)
     if not drift_check and refused is None and connection_known and in_place:
         metrics.RECONCILES.labels("reconcile", "InPlace").inc()
         return
     calls = reconcile.plan_reconcile(
-        desired, claimed, runtime.settings.protected_users, forbidden=bool(refused)
+        desired,
+        claims.pairs,
+        runtime.settings.protected_users,
+        forbidden=bool(refused),
+        provisional=claims.provisional,
     )
     progress = await reconcile.execute(
         calls,
@@ -251,12 +277,14 @@ async def _release(
     spec, current, meta = body.spec, body.status, body.meta
     namespace = meta.namespace or ""
     applied = RolePair.from_status(current.get("applied"))
-    claimed = inventory.claimed_pairs(applied, inventory.intent_from(meta.annotations))
+    claims = await _claims(runtime, live, body, applied)
     policy = str(spec.get("deletionPolicy") or "Delete")
-    calls = reconcile.plan_release(claimed, policy, runtime.settings.protected_users)
-    if not calls and claimed:
-        logger.info("leaving %s in Milvus (deletionPolicy %s)", claimed[0], policy)
-    elif not claimed:  # released without a call: say so, a leaked grant would start here
+    calls = reconcile.plan_release(
+        claims.pairs, policy, runtime.settings.protected_users, claims.provisional
+    )
+    if not calls and claims.pairs:
+        logger.info("leaving %s in Milvus (deletionPolicy %s)", claims.pairs[0], policy)
+    elif not claims.pairs:  # released without a call: say so, a leaked grant would start here
         logger.info("nothing to remove: neither status.applied nor the intent names a grant")
     progress = await reconcile.execute(
         calls,

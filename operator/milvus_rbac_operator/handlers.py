@@ -83,9 +83,9 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
             await controller.request_policy_checks(runtime, users, runtime.live, logger)
 
     # A binding needs its finalizer once it may hold a grant (inventory.may_hold_grant). The
-    # operator writes the finalizer and the intent together right before the first
-    # AddUserToRole, in one write; kopf then sees the finalizer as required and present, and
-    # removes it only after `finalize`.
+    # admission policy (deploy/admission) gives a new binding the finalizer and the intent;
+    # without it the operator writes both right before the first AddUserToRole, in one write.
+    # kopf then sees the finalizer as required and present, and removes it after `finalize`.
     def may_hold_grant(meta: kopf.Meta, status: kopf.Status, **_: Any) -> bool:
         return inventory.may_hold_grant(meta, status, settings.finalizer)
 

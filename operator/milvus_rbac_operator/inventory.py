@@ -20,8 +20,12 @@ from milvus_rbac_operator.policy import Policy
 from milvus_rbac_operator.status import Reason
 
 # The pair a binding is about to add, written before the call: after a crash between Milvus's
-# yes and the status write, this is how the grant is still found and removed later.
+# yes and the status write, this is how the grant is still found and removed later. The
+# operator writes it right before an add; the admission policy (deploy/admission/) writes it
+# when a binding is created, marked `"by":"admission"`, so that the first add needs no write.
 INTENT_ANNOTATION = "rbac.milvus.io/intent"
+# The mark of an intent written at admission: the spec's pair, before any check of the operator.
+ADMISSION = "admission"
 # Set by the operator when a ClusterMilvusConnection's policy (or a namespace's labels) changed
 # what a binding may hold: the binding's own handler then reconciles it, so only one writer acts.
 RECONCILE_REQUEST_ANNOTATION = "rbac.milvus.io/policy-check"
@@ -31,18 +35,37 @@ RECONCILE_REQUEST_ANNOTATION = "rbac.milvus.io/policy-check"
 DRIFT_ANNOTATION = "rbac.milvus.io/drift-check"
 
 
-def intent_from(annotations: Mapping[str, str] | None) -> RolePair | None:
+def _intent_fields(annotations: Mapping[str, str] | None) -> Mapping[str, Any]:
     raw = (annotations or {}).get(INTENT_ANNOTATION)
     if not raw:
-        return None
+        return {}
     try:
-        return RolePair.from_status(json.loads(raw))
+        fields = json.loads(raw)
     except ValueError:
-        return None
+        return {}
+    return fields if isinstance(fields, Mapping) else {}
+
+
+def intent_from(annotations: Mapping[str, str] | None) -> RolePair | None:
+    return RolePair.from_status(_intent_fields(annotations) or None)
 
 
 def intent_annotation(pair: RolePair) -> str:
     return json.dumps(pair.to_status(), separators=(",", ":"), sort_keys=True)
+
+
+def provisional_intent(annotations: Mapping[str, str] | None, status: Mapping[str, Any]) -> bool:
+    """The intent was written at admission and no Milvus call of this binding is on record.
+
+    Such an intent names the spec's pair before the operator looked at it: the operator may
+    never have been able to call Milvus for it (no such connection, no Secret). It is a claim
+    only where a removal can still be made; anything the operator did call is in status
+    (resStatus, applied) from the first status write on. Only a crash between Milvus's yes and
+    that write leaves a call unrecorded: the next reconcile makes the same call again.
+    """
+    if _intent_fields(annotations).get("by") != ADMISSION:
+        return False
+    return not status.get("resStatus") and status.get("applied") is None
 
 
 def may_hold_grant(meta: Mapping[str, Any], status: Mapping[str, Any], finalizer: str) -> bool:
@@ -80,6 +103,34 @@ def claimed_pairs(applied: RolePair | None, intent: RolePair | None) -> list[Rol
     return list(dict.fromkeys(pairs))
 
 
+@dataclass(frozen=True)
+class Claims:
+    """What a binding may have established in Milvus, as its status and intent show it."""
+
+    pairs: list[RolePair]
+    # The intent, when it is the admission's and no call is on record (provisional_intent).
+    provisional: RolePair | None = None
+
+
+def claims(
+    applied: RolePair | None,
+    intent: RolePair | None,
+    intent_forbidden: bool,
+    intent_provisional: bool,
+) -> Claims:
+    """status.applied, and the intent unless the connection's policy forbids its pair.
+
+    Anyone who may edit a binding may write the intent annotation, and through a
+    ClusterMilvusConnection an intent its policy does not allow is ignored: otherwise a tenant
+    could have the operator remove a grant it has no say over. status.applied is the operator's
+    own (tenants do not get the status subresource).
+    """
+    if intent is not None and intent != applied and intent_forbidden:
+        intent = None
+    provisional = intent if intent is not None and intent_provisional else None
+    return Claims(claimed_pairs(applied, intent), provisional)
+
+
 def endpoint_key(spec: Mapping[str, Any]) -> str:
     """One Milvus, however its URI is spelt: scheme, host and port, plus the database."""
     uri = str(spec.get("uri") or "")
@@ -113,6 +164,8 @@ class BindingRecord:
     drift_handled: str = ""  # status.driftCheck: the last request the binding acted on
     intent: RolePair | None = None  # the pair it was last about to add (annotation)
     observed_generation: int = 0
+    # The intent is the admission's and no call is on record (see provisional_intent).
+    intent_provisional: bool = False
 
     @property
     def reconciled(self) -> bool:
@@ -120,9 +173,14 @@ class BindingRecord:
         return self.observed_generation >= self.generation
 
     @property
+    def acted_intent(self) -> RolePair | None:
+        """The intent, once the operator has acted on it (a provisional one shows nothing)."""
+        return None if self.intent_provisional else self.intent
+
+    @property
     def claims_desired(self) -> bool:
         """Its status or intent shows it added (or is adding) the pair its spec wants."""
-        return self.desired is not None and self.desired in (self.applied, self.intent)
+        return self.desired is not None and self.desired in (self.applied, self.acted_intent)
 
     @property
     def drift_pending(self) -> bool:
@@ -165,6 +223,7 @@ def binding_record(
         drift_handled=str(status.get("driftCheck") or ""),
         intent=intent,
         observed_generation=int(status.get("observedGeneration") or 0),
+        intent_provisional=intent is not None and provisional_intent(annotations, status),
     )
 
 
@@ -250,8 +309,11 @@ def connections_used(record: BindingRecord) -> set[ConnectionKey]:
 
 
 def holds_through(record: BindingRecord, key: ConnectionKey) -> bool:
-    """Whether a binding may have a grant to remove through this connection (applied, intent)."""
-    pairs = [p for p in (record.applied, record.intent) if p is not None]
+    """Whether a binding may have a grant to remove through this connection (applied, intent).
+
+    A provisional intent holds nothing: no call through the connection is on record.
+    """
+    pairs = [p for p in (record.applied, record.acted_intent) if p is not None]
     return any(pair.connection.key(record.namespace) == key for pair in pairs)
 
 

@@ -16,7 +16,7 @@ from milvus_rbac_operator.settings import Settings
 
 
 class EssenceWithoutIntent(kopf.StatusDiffBaseStorage):
-    """What kopf compares to tell a change, minus the intent annotation the operator writes.
+    """What kopf compares to tell a change, minus the intent annotation (operator, admission).
 
     Otherwise recording the intent would look like a change to kopf, which would then spend one
     more status write per grant storing its "last handled" copy.

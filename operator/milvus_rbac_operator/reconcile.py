@@ -25,6 +25,9 @@ class Call:
     pair: RolePair
     # Other live bindings that want this pair too: the removal was skipped, not made.
     kept_for: tuple[str, ...] = ()
+    # A removal of a provisional intent (inventory.provisional_intent): when its connection
+    # cannot be used, nothing was ever added through it, and the removal is dropped.
+    provisional: bool = False
 
 
 def refusal(desired: RolePair, protected_users: frozenset[str]) -> Readiness | None:
@@ -37,21 +40,27 @@ def refusal(desired: RolePair, protected_users: frozenset[str]) -> Readiness | N
     return None
 
 
+def _removal(pair: RolePair, provisional: RolePair | None) -> Call:
+    return Call(Operation.REMOVE_USER_FROM_ROLE, pair, provisional=pair == provisional)
+
+
 def plan_reconcile(
     desired: RolePair,
     claimed: list[RolePair],
     protected_users: frozenset[str],
     forbidden: bool = False,
+    provisional: RolePair | None = None,
 ) -> list[Call]:
     """Remove every claimed pair the spec moved away from, then add the desired one.
 
-    `claimed` is status.applied plus the last intent (see inventory.py). The add is made even
-    when it is already applied: AddUserToRole is idempotent, and this is how a resume or a retry
+    `claimed` is status.applied plus the last intent (see inventory.py); `provisional` is that
+    intent when it is the admission's and no call is on record. The add is made even when it
+    is already applied: AddUserToRole is idempotent, and this is how a resume or a retry
     confirms the grant is really there. When the connection's policy forbids the desired pair,
     it is not added, and removed if this binding had established it (the policy was tightened).
     """
     calls = [
-        Call(Operation.REMOVE_USER_FROM_ROLE, pair)
+        _removal(pair, provisional)
         for pair in claimed
         if (pair != desired or forbidden) and pair.username not in protected_users
     ]
@@ -79,15 +88,12 @@ def plan_release(
     claimed: list[RolePair],
     deletion_policy: str,
     protected_users: frozenset[str],
+    provisional: RolePair | None = None,
 ) -> list[Call]:
     """What deleting the binding must remove before its finalizer goes."""
     if deletion_policy == DELETION_POLICY_ORPHAN:
         return []
-    return [
-        Call(Operation.REMOVE_USER_FROM_ROLE, pair)
-        for pair in claimed
-        if pair.username not in protected_users
-    ]
+    return [_removal(pair, provisional) for pair in claimed if pair.username not in protected_users]
 
 
 def pair_is_gone(answer: ResStatus) -> bool:
@@ -190,6 +196,8 @@ class Progress:
     answers: list[ResStatus] = field(default_factory=list)
     made: list[Call] = field(default_factory=list)  # the calls behind `answers`, in order
     kept: list[Call] = field(default_factory=list)  # removals skipped for other bindings
+    # Provisional removals dropped: their connection cannot be used, so nothing was added.
+    dropped: list[Call] = field(default_factory=list)
     readiness: Readiness | None = None  # set when a call failed or a connection was unusable
     outcome: Outcome | None = None
 
@@ -217,6 +225,7 @@ async def execute(
     already gone, or kept for another binding), set after an add. `before_add` runs once the
     connection is known to be usable, right before the add (it records the intent). Whether
     another binding still wants a pair is decided under the pair's lock, right before removing.
+    A provisional removal whose connection cannot be used is dropped, not failed.
     """
     shared = shared or NoSharing()
     progress = Progress(applied=applied)
@@ -236,7 +245,13 @@ async def execute(
                     if others.adding:
                         progress.readiness = status.removal_waits(pair, others.adding)
                         return progress
-                    client = await client_for(pair.connection)
+                    try:
+                        client = await client_for(pair.connection)
+                    except UnusableConnectionError:
+                        if not call.provisional:
+                            raise
+                        progress.dropped.append(call)
+                        continue
                     answer = await client.remove_user_from_role(
                         pair.username, pair.role_name, timeout
                     )

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +19,13 @@ import kubernetes
 import pytest
 import yaml
 
-from milvus_rbac_operator.devenv import LocalEnvironment, install_crds, processes, run_kubectl
+from milvus_rbac_operator.devenv import (
+    LocalEnvironment,
+    install_admission_policy,
+    install_crds,
+    processes,
+    run_kubectl,
+)
 from milvus_rbac_operator.devenv.milvus_server import ROOT_PASSWORD, ROOT_USERNAME, EmbeddedMilvus
 
 pytestmark = pytest.mark.e2e
@@ -55,6 +62,8 @@ def eventually(probe: Callable[[], T], what: str, timeout: float = 60, interval:
 @dataclass
 class Cluster:
     kubeconfig: Path  # cluster-admin: what the tests themselves act as
+    # deploy/admission is installed: new bindings get the finalizer and intent at admission.
+    admission_policy: bool = False
 
     def __post_init__(self) -> None:
         api = kubernetes.config.new_client_from_config(config_file=str(self.kubeconfig))
@@ -97,6 +106,51 @@ class Cluster:
             namespace, field_selector=f"involvedObject.name={name}"
         )
         return sorted(listed.items, key=lambda e: e.last_timestamp or e.event_time or 0)
+
+
+def follow_binding(
+    cluster: Cluster,
+    namespace: str,
+    name: str,
+    until: Callable[[dict[str, Any]], bool],
+    since: str | None = None,
+) -> Callable[[], list[dict[str, Any]]]:
+    """Watch one binding from now (or resourceVersion `since`) until an event satisfies `until`.
+
+    Returns a function that waits for that event and gives every event seen up to it.
+    """
+    seen: list[dict[str, Any]] = []
+    done = threading.Event()
+    watch = kubernetes.watch.Watch()
+    plural = "milvusrolebindings"
+    if since is None:
+        listed = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+        since = listed["metadata"]["resourceVersion"]
+
+    def run() -> None:
+        for event in watch.stream(
+            cluster.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            plural,
+            field_selector=f"metadata.name={name}",
+            resource_version=since,
+            timeout_seconds=60,
+        ):
+            seen.append(event)
+            if until(event):
+                break
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+
+    def events() -> list[dict[str, Any]]:
+        assert done.wait(60), f"the watch of {name} ended before the awaited event: {seen}"
+        watch.stop()
+        return seen
+
+    return events
 
 
 def wait_reason(
@@ -171,13 +225,14 @@ def ready(obj: dict[str, Any] | None) -> dict[str, Any] | None:
 def cluster(request: pytest.FixtureRequest, local_env: LocalEnvironment) -> Iterator[Cluster]:
     choice = request.config.getoption("--cluster")
     if choice == "local":
-        yield Cluster(local_env.start_controlplane().kubeconfig)
+        kubeconfig = local_env.start_controlplane().kubeconfig
+        yield Cluster(kubeconfig, admission_policy=local_env.admission_policy)
     elif choice == "existing":
         kubeconfig = os.environ.get("KUBECONFIG")
         if not kubeconfig:
             pytest.exit("--cluster=existing needs $KUBECONFIG", returncode=2)
         install_crds(Path(kubeconfig))
-        yield Cluster(Path(kubeconfig))
+        yield Cluster(Path(kubeconfig), install_admission_policy(Path(kubeconfig)))
     else:
         try:
             from pytest_kind import KindCluster  # type: ignore[import-not-found]
@@ -186,7 +241,8 @@ def cluster(request: pytest.FixtureRequest, local_env: LocalEnvironment) -> Iter
         kind = KindCluster("milvus-rbac-operator-e2e")
         kind.create()
         install_crds(Path(kind.kubeconfig_path))
-        yield Cluster(Path(kind.kubeconfig_path))
+        served = install_admission_policy(Path(kind.kubeconfig_path))
+        yield Cluster(Path(kind.kubeconfig_path), served)
         kind.delete()
 
 

@@ -50,6 +50,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 CHART = REPO_ROOT / "deploy" / "helm" / "milvus-rbac-operator"
 CRDS = REPO_ROOT / "deploy" / "crds"
+ADMISSION = REPO_ROOT / "deploy" / "admission"
+# What a 1.36+ cluster serves and `helm template` does not assume: the admission policy renders.
+SERVES_ADMISSION_POLICIES = "--api-versions=admissionregistration.k8s.io/v1/MutatingAdmissionPolicy"
 RBAC = REPO_ROOT / "deploy" / "rbac"
 RELEASE, RELEASE_NAMESPACE = "mrbo", "mrbo-system"
 FULLNAME = f"{RELEASE}-milvus-rbac-operator"
@@ -178,18 +181,24 @@ class Helm:
         path.write_text(yaml.safe_dump(values))
         return path
 
-    def template_text(self, values: dict[str, Any], chart: Path = CHART) -> str:
+    def template_text(
+        self, values: dict[str, Any], chart: Path = CHART, *flags: str, check: bool = True
+    ) -> str:
+        """Rendered as for a cluster that serves MutatingAdmissionPolicy, unless `flags` say."""
         result = self.run(
             "template",
             RELEASE,
             str(chart),
             f"--namespace={RELEASE_NAMESPACE}",
             f"--values={self.values_file(values)}",
+            *(flags or (SERVES_ADMISSION_POLICIES,)),
+            check=check,
         )
-        return result.stdout
+        return result.stdout if result.returncode == 0 else result.stderr
 
-    def template(self, values: dict[str, Any], chart: Path = CHART) -> list[Manifest]:
-        return [doc for doc in yaml.safe_load_all(self.template_text(values, chart)) if doc]
+    def template(self, values: dict[str, Any], chart: Path = CHART, *flags: str) -> list[Manifest]:
+        text = self.template_text(values, chart, *flags)
+        return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 @pytest.fixture(scope="module")
@@ -295,6 +304,11 @@ def test_chart_copies_are_byte_identical_to_deploy_sources() -> None:
     assert copies == sorted(p.name for p in CRDS.glob("*.yaml")), "run hack/sync-chart.py"
     for name in copies:
         copied, source = CHART / "files" / "crds" / name, CRDS / name
+        assert copied.read_bytes() == source.read_bytes(), f"{copied} differs: hack/sync-chart.py"
+    admission = sorted(p.name for p in (CHART / "files" / "admission").iterdir())
+    assert admission == sorted(p.name for p in ADMISSION.glob("*.yaml")), "run hack/sync-chart.py"
+    for name in admission:
+        copied, source = CHART / "files" / "admission" / name, ADMISSION / name
         assert copied.read_bytes() == source.read_bytes(), f"{copied} differs: hack/sync-chart.py"
     rules = CHART / "files" / "rbac" / "operator.yaml"
     assert sorted(p.name for p in rules.parent.iterdir()) == ["operator.yaml"]
@@ -517,6 +531,55 @@ def test_crds_install_false_renders_no_crds(helm: Helm) -> None:
     assert one(rendered, "Deployment")
 
 
+POLICY_KINDS = ("MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding")
+
+
+def test_admission_policy_is_deploy_admission_named_after_the_release(helm: Helm) -> None:
+    rendered = {m["kind"]: m for m in helm.template({}) if m["kind"] in POLICY_KINDS}
+    shipped = {m["kind"]: m for m in source_documents(ADMISSION / "milvusrolebinding-intent.yaml")}
+    assert sorted(rendered) == sorted(shipped) == sorted(POLICY_KINDS)
+    name = f"{FULLNAME}-intent"
+    assert rendered["MutatingAdmissionPolicy"]["metadata"]["name"] == name
+    assert rendered["MutatingAdmissionPolicy"]["spec"] == shipped["MutatingAdmissionPolicy"]["spec"]
+    # Every namespace, as the operator serves every namespace.
+    assert rendered["MutatingAdmissionPolicyBinding"]["spec"] == {"policyName": name}
+
+
+def test_admission_policy_covers_only_the_watched_namespaces(helm: Helm) -> None:
+    rendered = helm.template({"watchNamespaces": list(WATCHED)})
+    spec = one(rendered, "MutatingAdmissionPolicyBinding")["spec"]
+    assert spec["matchResources"] == {
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(WATCHED)}
+            ]
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "flags"),
+    [
+        pytest.param({"admissionPolicy": {"install": False}}, (), id="turned off"),
+        pytest.param({}, ("--kube-version=1.35.0",), id="not served by the cluster"),
+    ],
+)
+def test_no_admission_policy_is_rendered(
+    helm: Helm, values: dict[str, Any], flags: tuple[str, ...]
+) -> None:
+    rendered = helm.template(values, CHART, *flags)
+    assert not [m for m in rendered if m["kind"] in POLICY_KINDS]
+    assert by_kind(rendered, "Deployment")
+
+
+def test_a_changed_finalizer_with_the_admission_policy_is_refused(helm: Helm) -> None:
+    values = {"extraEnv": [{"name": "MRBO_FINALIZER", "value": "example.com/finalizer"}]}
+    refused = helm.template_text(values, CHART, SERVES_ADMISSION_POLICIES, check=False)
+    assert "set admissionPolicy.install=false" in refused
+    values["admissionPolicy"] = {"install": False}
+    assert by_kind(helm.template(values), "Deployment")
+
+
 def test_own_identity_renders_no_service_account_or_rbac(helm: Helm) -> None:
     rendered = helm.template(MATRIX["bring-your-own-identity"])
     assert not [m for m in rendered if m["kind"] in RBAC_KINDS]
@@ -638,14 +701,24 @@ def test_install_creates_the_operator_objects_and_owns_the_crds(
         "MilvusRoleBinding",
     ]
     for snippet in snippets:
-        helm_cluster.kubectl(
-            "apply",
-            "--dry-run=server",
-            "--validate=strict",
-            "--namespace=default",
-            "-f",
-            "-",
-            stdin=snippet,
+        # Right after the CRDs are created, the admission policy needs a moment to have their
+        # schema: until then a create is answered 503 "There can be a delay ...".
+        eventually(
+            lambda snippet=snippet: (
+                helm_cluster.kubectl(
+                    "apply",
+                    "--dry-run=server",
+                    "--validate=strict",
+                    "--namespace=default",
+                    "-f",
+                    "-",
+                    stdin=snippet,
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            f"a dry-run of {snippet.splitlines()[1]}",
+            30,
         )
     deployment = live(helm_cluster, "deployment", FULLNAME, RELEASE_NAMESPACE)
     assert deployment is not None
@@ -672,6 +745,9 @@ def test_install_creates_the_operator_objects_and_owns_the_crds(
         assert obj is not None, (kind, name)
         assert obj["rules"] == one(rendered, obj["kind"], name)["rules"]
     assert live(helm_cluster, "clusterrolebinding", f"{FULLNAME}-namespaced") is not None
+    # The cluster serves MutatingAdmissionPolicy (1.37): the chart installed one.
+    for kind in ("mutatingadmissionpolicy", "mutatingadmissionpolicybinding"):
+        assert live(helm_cluster, kind, f"{FULLNAME}-intent") is not None, kind
     for name in CRD_NAMES:
         crd = live(helm_cluster, "crd", name)
         assert crd is not None, name
@@ -803,6 +879,8 @@ def test_uninstall_keeps_the_crds_and_bindings_and_removes_the_rest(
         ("clusterrole", f"{FULLNAME}-cluster", ""),
         ("clusterrole", f"{FULLNAME}-namespaced", ""),
         ("clusterrolebinding", f"{FULLNAME}-cluster", ""),
+        ("mutatingadmissionpolicy", f"{FULLNAME}-intent", ""),
+        ("mutatingadmissionpolicybinding", f"{FULLNAME}-intent", ""),
     ]
     for kind, name, namespace in gone:
         assert live(helm_cluster, kind, name, namespace) is None, (kind, name)

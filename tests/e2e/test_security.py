@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import threading
 import uuid
@@ -15,6 +16,7 @@ from pymilvus import MilvusClient
 
 from milvus_rbac_operator.devenv import LocalEnvironment
 from milvus_rbac_operator.devenv.milvus_server import ROOT_PASSWORD, ROOT_USERNAME, EmbeddedMilvus
+from milvus_rbac_operator.inventory import INTENT_ANNOTATION
 from tests.conftest import TLSMilvus, roles_of
 from tests.e2e.conftest import (
     GROUP,
@@ -151,7 +153,6 @@ def test_binding_the_policy_forbids_makes_no_milvus_call(
     assert rule in ready(obj)["message"]
     assert f"ClusterMilvusConnection {name}" in ready(obj)["message"]
     assert "resStatus" not in obj["status"]  # no Milvus call was made
-    assert not obj["metadata"].get("finalizers")  # nothing was ever about to be added
     assert roles_of(milvus_admin, user) == set()
     stalled = [c for c in obj["status"]["conditions"] if c["type"] == "Stalled"]
     assert stalled[0]["status"] == "True"
@@ -161,6 +162,65 @@ def test_binding_the_policy_forbids_makes_no_milvus_call(
         10,
     )
     assert warnings[-1].type == "Warning"
+
+
+def test_deleting_a_binding_the_policy_forbids_leaves_a_grant_made_by_hand(
+    cluster: Cluster,
+    namespace: str,
+    shared: Callable[..., str],
+    milvus_admin: MilvusClient,
+    make_user: Callable[[], str],
+) -> None:
+    """Its intent names the pair from its creation on (admission), but it never held it."""
+    user = make_user()
+    milvus_admin.grant_role(user, "admin")  # the platform team's, made in Milvus directly
+    try:
+        name = shared(allowedNamespaces={"names": [namespace]}, allowedRoles=["role_*"])
+        cluster.apply(via_cluster(namespace, "grab", user, "admin", name))
+        wait_ready(cluster, namespace, "grab", reason="Forbidden", status="False")
+        assert roles_of(milvus_admin, user) == {"admin"}
+        cluster.kubectl("delete", "mrb", "grab", f"-n={namespace}", "--timeout=60s")
+        assert roles_of(milvus_admin, user) == {"admin"}
+    finally:
+        milvus_admin.revoke_role(user, "admin")
+
+
+def test_an_intent_a_tenant_writes_never_removes_a_grant_the_policy_forbids(
+    cluster: Cluster,
+    namespace: str,
+    shared: Callable[..., str],
+    milvus_admin: MilvusClient,
+    make_user: Callable[[], str],
+    make_role: Callable[[], str],
+) -> None:
+    """Anyone who may edit a binding may write its intent annotation: it is checked too."""
+    victim, user, role, other_role = make_user(), make_user(), make_role(), make_role()
+    milvus_admin.grant_role(victim, "admin")
+    try:
+        name = shared(allowedNamespaces={"names": [namespace]}, allowedRoles=["role_*"])
+        cluster.apply(via_cluster(namespace, "tenant", user, role, name))
+        wait_ready(cluster, namespace, "tenant")
+        forged = {
+            "connection": name,
+            "connectionKind": "ClusterMilvusConnection",
+            "roleName": "admin",
+            "username": victim,
+        }
+        forge = ["annotate", "mrb", "tenant", f"-n={namespace}", "--overwrite"]
+        cluster.kubectl(*forge, f"{INTENT_ANNOTATION}={json.dumps(forged)}")
+        # A spec change: the reconcile removes what the binding claims and the spec left.
+        change = dump({"spec": {"roleName": other_role}})
+        cluster.kubectl("patch", "mrb", "tenant", f"-n={namespace}", "--type=merge", "-p", change)
+        wait_ready(cluster, namespace, "tenant")
+        assert roles_of(milvus_admin, user) == {other_role}
+        assert roles_of(milvus_admin, victim) == {"admin"}
+        # A deletion: it removes what the binding claims.
+        cluster.kubectl(*forge, f"{INTENT_ANNOTATION}={json.dumps(forged)}")
+        cluster.kubectl("delete", "mrb", "tenant", f"-n={namespace}", "--timeout=60s")
+        assert roles_of(milvus_admin, user) == set()
+        assert roles_of(milvus_admin, victim) == {"admin"}
+    finally:
+        milvus_admin.revoke_role(victim, "admin")
 
 
 def test_loosening_the_policy_grants_and_tightening_it_revokes(

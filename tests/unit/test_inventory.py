@@ -323,3 +323,85 @@ def test_grant_site_names_the_milvus_however_the_connection_is_called() -> None:
     there = RolePair(ConnectionRef("prod"), "alice", "reader")
     assert live.grant_site(PAIR, "ns") == live.grant_site(there, "other")
     assert live.grant_site(PAIR, "unknown") == ("unknown/milvus", "alice", "reader")
+
+
+ADMITTED = {
+    inventory.INTENT_ANNOTATION: (
+        '{"by":"admission","connection":"milvus","roleName":"reader","username":"alice"}'
+    )
+}
+GRANTED = {"applied": PAIR.to_status(), "resStatus": {"operation": "AddUserToRole", "code": 0}}
+
+
+def test_the_admission_policy_writes_an_intent_the_operator_reads() -> None:
+    assert inventory.intent_from(ADMITTED) == PAIR
+
+
+@pytest.mark.parametrize(
+    ("annotations", "status", "provisional"),
+    [
+        pytest.param(ADMITTED, {}, True, id="admitted, nothing done yet"),
+        pytest.param(ADMITTED, {"observedGeneration": 1}, True, id="admitted, no call made"),
+        pytest.param(ADMITTED, GRANTED, False, id="admitted, then granted"),
+        pytest.param(
+            ADMITTED,
+            {"resStatus": {"operation": "AddUserToRole", "code": 65535}},
+            False,
+            id="admitted, then a call that failed (it may have reached Milvus)",
+        ),
+        pytest.param(INTENT, {}, False, id="written by the operator before its add"),
+        pytest.param({}, {}, False, id="no intent"),
+    ],
+)
+def test_an_admitted_intent_is_provisional_until_a_call_is_on_record(
+    annotations: dict[str, str], status: dict[str, Any], provisional: bool
+) -> None:
+    assert inventory.provisional_intent(annotations, status) is provisional
+
+
+def test_a_binding_with_a_provisional_intent_holds_neither_the_pair_nor_its_connection() -> None:
+    spec = {"connectionRef": {"name": "milvus"}, "username": "alice", "roleName": "reader"}
+    meta = {"uid": "u1", "generation": 1, "annotations": ADMITTED}
+    new = inventory.binding_record("team-a", "new", meta, spec, {})
+    assert new.intent == PAIR
+    assert new.intent_provisional
+    assert not new.claims_desired
+    assert not inventory.holds_through(new, ("team-a", "milvus"))
+    # Not reconciled yet: a removal of the same grant elsewhere waits for its first add.
+    found = inventory.sharers(PAIR, "team-a", "uid-me", [new], ENDPOINTS)
+    assert found == inventory.Sharers(holding=(), adding=("team-a/new",))
+
+    done = inventory.binding_record("team-a", "new", meta, spec, GRANTED)
+    assert not done.intent_provisional
+    assert done.claims_desired
+    assert inventory.holds_through(done, ("team-a", "milvus"))
+
+
+OTHER = RolePair(ConnectionRef("shared", "ClusterMilvusConnection"), "bob", "admin")
+
+
+@pytest.mark.parametrize(
+    ("applied", "intent", "forbidden", "provisional", "expected"),
+    [
+        pytest.param(PAIR, OTHER, False, False, inventory.Claims([PAIR, OTHER]), id="both"),
+        pytest.param(
+            PAIR, OTHER, True, False, inventory.Claims([PAIR]), id="an intent the policy forbids"
+        ),
+        pytest.param(
+            OTHER, OTHER, True, False, inventory.Claims([OTHER]), id="applied: the operator's own"
+        ),
+        pytest.param(
+            None, PAIR, False, True, inventory.Claims([PAIR], PAIR), id="admitted, nothing done"
+        ),
+        pytest.param(None, OTHER, True, True, inventory.Claims([]), id="admitted, forbidden"),
+        pytest.param(None, None, False, False, inventory.Claims([]), id="nothing"),
+    ],
+)
+def test_what_a_binding_claims(
+    applied: RolePair | None,
+    intent: RolePair | None,
+    forbidden: bool,
+    provisional: bool,
+    expected: inventory.Claims,
+) -> None:
+    assert inventory.claims(applied, intent, forbidden, provisional) == expected

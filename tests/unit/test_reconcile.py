@@ -510,3 +510,54 @@ def test_a_removal_stops_waiting_for_a_binding_that_never_gets_reconciled() -> N
     assert patient.sharers(ALICE_READER) == Sharers(adding=("ns/stuck",))
     assert exhausted.sharers(ALICE_READER) == Sharers()
     assert reconcile.SHARED_GRANT_MAX_WAITS * reconcile.SHARED_GRANT_WAIT_SECONDS <= 30
+
+
+def test_the_admission_intent_of_a_binding_whose_connection_never_existed_is_dropped() -> None:
+    """Deleting a binding that names no usable connection: no call was ever possible."""
+    calls = reconcile.plan_release([ALICE_READER], "Delete", PROTECTED, provisional=ALICE_READER)
+    assert calls == [Call(REMOVE, ALICE_READER, provisional=True)]
+    progress, log = run_plan(calls, None, [], missing_connections=frozenset({"milvus"}))
+    assert log == []
+    assert progress.done
+    assert progress.dropped == calls
+
+
+def test_a_recorded_claim_through_an_unusable_connection_still_holds_the_release() -> None:
+    calls = reconcile.plan_release([ALICE_READER], "Delete", PROTECTED)
+    progress, log = run_plan(calls, ALICE_READER, [], missing_connections=frozenset({"milvus"}))
+    assert log == []
+    assert not progress.done
+    assert progress.readiness is not None
+    assert progress.readiness.reason is Reason.CONNECTION_NOT_FOUND
+    assert progress.dropped == []
+
+
+def test_the_admission_intent_is_removed_when_its_connection_can_be_used() -> None:
+    """Created and deleted before its first reconcile: the operator may have added it."""
+    calls = reconcile.plan_release([ALICE_READER], "Delete", PROTECTED, provisional=ALICE_READER)
+    progress, log = run_plan(calls, None, [Outcome.SUCCESS])
+    assert [call for _, call in log] == [Call(REMOVE, ALICE_READER)]
+    assert progress.done
+    assert progress.dropped == []
+
+
+def test_a_spec_changed_before_the_first_add_goes_on_past_an_unusable_old_connection() -> None:
+    calls = reconcile.plan_reconcile(
+        ALICE_READER_ELSEWHERE, [ALICE_READER], PROTECTED, provisional=ALICE_READER
+    )
+    assert calls == [
+        Call(REMOVE, ALICE_READER, provisional=True),
+        Call(ADD, ALICE_READER_ELSEWHERE),
+    ]
+    progress, log = run_plan(
+        calls, None, [Outcome.SUCCESS], missing_connections=frozenset({"milvus"})
+    )
+    assert [call for _, call in log] == [Call(ADD, ALICE_READER_ELSEWHERE)]
+    assert progress.applied == ALICE_READER_ELSEWHERE
+
+
+def test_only_the_provisional_pair_is_marked() -> None:
+    calls = reconcile.plan_reconcile(
+        ALICE_WRITER, [ALICE_READER, BOB_READER], PROTECTED, provisional=BOB_READER
+    )
+    assert [call.provisional for call in calls] == [False, True, False]

@@ -17,6 +17,7 @@ from milvus_rbac_operator.devenv.milvus_server import EmbeddedMilvus
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CRDS = REPO_ROOT / "deploy" / "crds"
+ADMISSION = REPO_ROOT / "deploy" / "admission"
 
 
 class LocalEnvironment:
@@ -26,6 +27,8 @@ class LocalEnvironment:
         self._say = say
         self.controlplane: ControlPlane | None = None
         self.milvus: EmbeddedMilvus | None = None
+        # Whether deploy/admission is in place (the API server serves MutatingAdmissionPolicy).
+        self.admission_policy = False
 
     @property
     def kubeconfig(self) -> Path:
@@ -48,7 +51,7 @@ class LocalEnvironment:
             self._say("Starting etcd and kube-apiserver on 127.0.0.1 ...")
             controlplane.start()
             self.controlplane = controlplane
-            self.install_crds()
+            self.install_manifests()
         return self.controlplane
 
     def start_milvus(self) -> EmbeddedMilvus:
@@ -64,8 +67,23 @@ class LocalEnvironment:
     ) -> subprocess.CompletedProcess[str]:
         return run_kubectl(self.kubeconfig, args, stdin, check)
 
-    def install_crds(self) -> None:
+    def restart_apiserver(self) -> float:
+        """Restart kube-apiserver; seconds from its return until it admits bindings again.
+
+        With the admission policy, creates are answered 503 for a few seconds after a start,
+        until the policy has the CRD's schema (see install_admission_policy).
+        """
+        assert self.controlplane is not None
+        self.controlplane.restart_apiserver()
+        started = time.monotonic()
+        if self.admission_policy:
+            _wait_until_admitted(self.kubeconfig)
+        return time.monotonic() - started
+
+    def install_manifests(self) -> None:
+        """deploy/crds, then deploy/admission where the API server serves it."""
         install_crds(self.kubeconfig)
+        self.admission_policy = install_admission_policy(self.kubeconfig)
 
     def stop(self) -> None:
         if self.milvus is not None:
@@ -92,6 +110,44 @@ def install_crds(kubeconfig: Path, crds: Path = CRDS) -> None:
         if "accessor error" not in result.stderr or time.monotonic() > deadline:
             raise RuntimeError(f"kubectl {' '.join(wait)} failed: {result.stderr.strip()}")
         time.sleep(0.2)
+
+
+# A binding the API server is asked to create with dryRun: what admission makes of it.
+_PROBE = """
+apiVersion: rbac.milvus.io/v1alpha1
+kind: MilvusRoleBinding
+metadata: {name: admission-probe, namespace: default}
+spec: {connectionRef: {name: probe}, username: probe, roleName: probe}
+"""
+
+
+def install_admission_policy(kubeconfig: Path, manifests: Path = ADMISSION) -> bool:
+    """Apply deploy/admission and wait until new bindings get the intent; False if not served.
+
+    The API server takes a moment to start using a new policy: until then a binding would be
+    created without it (and the operator would write the intent itself). Right after the CRDs
+    are created, creates may also fail for a moment (503, "There can be a delay between when
+    CustomResourceDefinitions are created and when they are available"): the policy needs the
+    CRD's schema, which reaches it a little after the CRD is served.
+    """
+    served = run_kubectl(kubeconfig, ["api-resources", "--api-group=admissionregistration.k8s.io"])
+    if "MutatingAdmissionPolicy" not in served.stdout:
+        return False
+    run_kubectl(kubeconfig, ["apply", "--server-side", "--force-conflicts", "-f", str(manifests)])
+    _wait_until_admitted(kubeconfig)
+    return True
+
+
+def _wait_until_admitted(kubeconfig: Path, timeout: float = 60) -> None:
+    """Until a binding created now (a server dry-run) comes back with the admission's intent."""
+    probe = ["create", "--dry-run=server", "-o", "json", "-f", "-"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        created = run_kubectl(kubeconfig, probe, stdin=_PROBE, check=False)
+        if '"rbac.milvus.io/intent"' in created.stdout:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the admission policy in deploy/admission did not apply in {timeout:g} s")
 
 
 def run_kubectl(
