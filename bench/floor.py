@@ -1,9 +1,10 @@
 """The floor: what any implementation must do for one binding, measured directly.
 
 Create: one AddUserToRole (pymilvus AsyncMilvusClient, with the operator's client settings) and
-one status PATCH of a MilvusRoleBinding. Delete: one RemoveUserFromRole and one PATCH of the
-object's metadata (the write that releases a finalizer). Run before the operator starts, on
-objects in a namespace of their own that are removed afterwards.
+one status PATCH of a MilvusRoleBinding. Delete: one RemoveUserFromRole and the PATCH that
+releases the finalizer of a MilvusRoleBinding being deleted (the API server then deletes it in
+the same request). Run before the operator starts, on objects in a namespace of their own that
+are removed afterwards.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ NAMESPACE = "bench-floor"
 OBJECTS = 100  # status PATCHes go round-robin over this many objects
 CONNECTION = "milvus"
 TIMEOUT_SECONDS = 10.0  # the operator's default per-call timeout
+FINALIZER = "rbac.milvus.io/finalizer"
+SETUP_CONCURRENCY = 16  # requests in flight while objects for delete units are made ready
 
 
 def now_rfc3339() -> str:
@@ -150,9 +153,47 @@ class Floor:
         self._kube = kube
         self._uri = milvus_uri
         self._serial = 0
+        # Objects being deleted and held by a finalizer: one per delete unit, by unit index.
+        self._doomed: list[str] = []
 
     def _object_name(self, index: int) -> str:
         return f"floor-{index % OBJECTS:03d}"
+
+    async def doom(self, count: int) -> None:
+        """`count` objects with a finalizer, each DELETEd: what a delete unit then releases.
+
+        Untimed set-up: in the operator's case the user's DELETE is part of delete -> gone.
+        """
+        names = [f"floor-d{self._serial}-{i:05d}" for i in range(count)]
+        self._serial += 1
+        gate = asyncio.Semaphore(SETUP_CONCURRENCY)
+
+        async def one(name: str) -> None:
+            held = binding_object(NAMESPACE, name, "floor", "floor")
+            held["metadata"]["finalizers"] = [FINALIZER]
+            async with gate:
+                await self._kube.call("POST", binding_path(NAMESPACE), held)
+                await self._kube.call("DELETE", binding_path(NAMESPACE, name))
+
+        await asyncio.gather(*(one(name) for name in names))
+        self._doomed = names
+
+    async def release_all(self) -> None:
+        """Remove what is left: the finalizers the admission policy gave the create units'
+        objects, then the objects (the operator must not find them later)."""
+        listing = await self._kube.call("GET", binding_path(NAMESPACE))
+        for item in listing.get("items") or []:
+            if item["metadata"].get("finalizers"):
+                name = item["metadata"]["name"]
+                release = {"metadata": {"finalizers": None}}
+                await self._kube.call(
+                    "PATCH",
+                    binding_path(NAMESPACE, name),
+                    release,
+                    content_type="application/merge-patch+json",
+                    ok=(200, 404),
+                )
+        await self._kube.delete_all_bindings(NAMESPACE)
 
     async def prepare(self) -> None:
         await self._kube.apply_core(
@@ -186,8 +227,8 @@ class Floor:
         started = time.monotonic()
         await client.revoke_role(user, role, timeout=TIMEOUT_SECONDS)
         revoked = time.monotonic()
-        release = {"metadata": {"annotations": {"bench.rbac.milvus.io/floor": str(self._serial)}}}
-        await self._kube.patch_binding(NAMESPACE, self._object_name(index), release)
+        release = {"metadata": {"finalizers": None}}
+        await self._kube.patch_binding(NAMESPACE, self._doomed[index], release)
         done = time.monotonic()
         return Timings([done - started], [revoked - started], [done - revoked])
 
@@ -240,10 +281,12 @@ class Floor:
             # Warm: the operator's client and API connections are open long before a binding.
             await client.get_server_version(timeout=TIMEOUT_SECONDS)
             await self.sequential(self.create_unit, client, single[:5])
+            await self.doom(5)
             await self.sequential(self.delete_unit, client, single[:5])
+            create = await self.sequential(self.create_unit, client, single)
+            await self.doom(len(single))
             result = FloorResult(
-                create=await self.sequential(self.create_unit, client, single),
-                delete=await self.sequential(self.delete_unit, client, single),
+                create=create, delete=await self.sequential(self.delete_unit, client, single)
             )
             # On a loaded 2-core machine more requests in flight can be slower than one at a
             # time, so each size is measured at every concurrency and the fastest is the floor.
@@ -253,6 +296,7 @@ class Floor:
                     created, create = await self.concurrent(
                         self.create_unit, client, pairs, concurrency
                     )
+                    await self.doom(len(pairs))
                     deleted, delete = await self.concurrent(
                         self.delete_unit, client, pairs, concurrency
                     )
@@ -265,5 +309,5 @@ class Floor:
                     )
         finally:
             await client.close()
-        await self._kube.delete_all_bindings(NAMESPACE)
+        await self.release_all()
         return result

@@ -29,6 +29,7 @@ from bench.floor import Floor
 from bench.kube import BindingWatch, Kube, KubeAccess
 from bench.operator_proc import OperatorProcess
 from bench.phases import Bench, bulk_phase, prepare_connection, single_phase
+from bench.watchers import WatchersProcess
 from milvus_rbac_operator.devenv import REPO_ROOT, LocalEnvironment
 
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -127,12 +128,13 @@ async def measure(env: LocalEnvironment, args: argparse.Namespace, results: dict
     access = KubeAccess.from_kubeconfig(env.kubeconfig)
     async with Kube(access, connections=max(args.concurrency * 2, 16)) as kube:
         say(f"Floor: {args.repeat} x (AddUserToRole + status PATCH), then the bulk sizes ...")
-        floor = await Floor(kube, uri).measure(
-            pairs[: args.repeat],
-            {n: pairs[:n] for n in args.sizes},
-            sorted({1, args.concurrency}),
-            say,
-        )
+        async with WatchersProcess(env.kubeconfig, env.workdir / "floor-watchers.log"):
+            floor = await Floor(kube, uri).measure(
+                pairs[: args.repeat],
+                {n: pairs[:n] for n in args.sizes},
+                sorted({1, args.concurrency}),
+                say,
+            )
         results["floor"] = floor.as_json()
         results["milvus_after_floor"] = milvus_state.compare(
             set(), await asyncio.to_thread(milvus_state.bench_grants, uri)

@@ -43,4 +43,6 @@ def test_benchmark_runs_to_the_end_and_finds_milvus_exactly_as_expected(tmp_path
     assert not [name for name, f in figures.items() if f["value"] is None]
     assert figures["bulk 6: drift, 2 revoked -> re-added"]["note"].startswith("2/2")
     assert results["single"]["create"]["timeouts"] == 0
+    # The admission policy writes the finalizer and intent with the create: one write, the status.
+    assert figures["API writes per create (single)"]["value"] == 1.0
     assert len(results["single"]["create"]["samples_ms"]) == 5
