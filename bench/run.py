@@ -30,7 +30,7 @@ from bench.kube import BindingWatch, Kube, KubeAccess
 from bench.operator_proc import OperatorProcess
 from bench.phases import Bench, bulk_phase, prepare_connection, single_phase
 from bench.watchers import WatchersProcess
-from milvus_rbac_operator.devenv import REPO_ROOT, LocalEnvironment
+from milvus_rbac_operator.devenv import REPO_ROOT, LocalEnvironment, remove_admission_policy
 
 RESULTS = REPO_ROOT / "bench" / "results"
 
@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=int, default=16, help="requests in flight for bulk phases (16)"
     )
     parser.add_argument("--roles", type=int, default=10, help="Milvus roles to spread over (10)")
+    parser.add_argument(
+        "--no-admission-policy",
+        action="store_true",
+        help="take deploy/admission away: the operator writes the finalizer and intent itself",
+    )
     parser.add_argument("--workdir", type=Path, help="keep certificates, data and logs here")
     parser.add_argument(
         "--profile-operator",
@@ -113,6 +118,7 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
             "steady_intervals": args.steady_intervals,
             "drift_sample": args.drift_sample,
             "concurrency": args.concurrency,
+            "admission_policy": not args.no_admission_policy,
             "roles": args.roles,
         },
     }
@@ -186,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env.start()
         assert env.milvus is not None
+        if args.no_admission_policy:
+            say("Taking the admission policy away (deploy/admission) ...")
+            remove_admission_policy(env.kubeconfig)
         users = max([*args.sizes, args.repeat])
         say(f"Creating {users} users and {args.roles} roles in Milvus ...")
         milvus_state.seed(env.milvus.uri, users, args.roles, say)

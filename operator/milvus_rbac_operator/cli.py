@@ -78,6 +78,9 @@ class RoutineSuccessIsDebug(logging.Filter):
 
 # How often memory freed after a burst of work is handed back (see memory.py).
 TRIM_SECONDS = 10.0
+# Events go out this many at once, behind status writes (kubeclient.EventPoster).
+EVENT_CONNECTIONS = 4
+EVENT_COMPONENT = "milvus-rbac-operator"
 
 
 def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: bool = False) -> int:
@@ -89,8 +92,16 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
     logging.getLogger("kopf.objects").addFilter(RoutineSuccessIsDebug())
     watch_without_managed_fields()
     api_client = kubernetes.client.ApiClient(kubeclient.load_configuration(kubeconfig))
-    kube = KubeAPI(
-        api_client, kubeclient.MergePatcher(lambda: kubeclient.load_configuration(kubeconfig))
+
+    def login() -> kubernetes.client.Configuration:
+        return kubeclient.load_configuration(kubeconfig)
+
+    kube = KubeAPI(api_client, kubeclient.KubeWriter(login))
+    events = kubeclient.EventPoster(
+        kubeclient.KubeWriter(login, max_connections=EVENT_CONNECTIONS),
+        component=EVENT_COMPONENT,
+        instance=socket.gethostname(),
+        default_namespace=settings.operator_namespace,
     )
     connections = ConnectionRegistry(
         kube,
@@ -99,7 +110,7 @@ def run_operator(settings: Settings, kubeconfig: str | None = None, verbose: boo
         settings.allowed_hosts,
         settings.connection_recheck_seconds,
     )
-    runtime = Runtime(settings, connections, kube, kubeconfig)
+    runtime = Runtime(settings, connections, kube, events, kubeconfig)
     logging.getLogger(__name__).info(
         "watching %s", ", ".join(settings.namespaces) if settings.namespaces else "all namespaces"
     )

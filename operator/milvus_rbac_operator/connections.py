@@ -101,7 +101,7 @@ def endpoint_from_spec(spec: dict[str, Any], ca_pem: bytes, default_timeout: flo
 class KubeAPI:
     """The few reads and writes kopf does not make for us, off the event loop."""
 
-    def __init__(self, api_client: k8s.ApiClient, patcher: kubeclient.MergePatcher) -> None:
+    def __init__(self, api_client: k8s.ApiClient, patcher: kubeclient.KubeWriter) -> None:
         self._custom = k8s.CustomObjectsApi(api_client)
         self._core = k8s.CoreV1Api(api_client)
         self._patcher = patcher

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from milvus_rbac_operator.connections import (
     KubeAPI,
 )
 from milvus_rbac_operator.inventory import BindingRecord, LiveObjects
+from milvus_rbac_operator.kubeclient import EventPoster
 from milvus_rbac_operator.model import (
     CLUSTER_CONNECTION,
     ConnectionRef,
@@ -41,6 +41,7 @@ class Runtime:
     settings: Settings
     connections: ConnectionRegistry
     kube: KubeAPI
+    events: EventPoster
     kubeconfig: str | None = None
     # "namespace/name" -> the last Ready reason of each MilvusConnection, for /healthz, /readyz.
     connection_states: dict[str, str] = field(default_factory=dict)
@@ -60,9 +61,9 @@ def _sharing(runtime: Runtime, live: LiveObjects, meta: Any, retry: int) -> Live
 EVENT_DELAY_SECONDS = 0.05
 
 
-def _post_event(body: Any, kind: str, reason: str, message: str) -> None:
-    post = functools.partial(kopf.event, body, type=kind, reason=reason, message=message)
-    asyncio.get_running_loop().call_later(EVENT_DELAY_SECONDS, post)
+def _post_event(runtime: Runtime, body: Any, kind: str, reason: str, message: str) -> None:
+    loop = asyncio.get_running_loop()
+    loop.call_later(EVENT_DELAY_SECONDS, runtime.events.post, body, kind, reason, message)
 
 
 def _record(
@@ -76,14 +77,14 @@ def _record(
     for answer in progress.answers:
         adding = answer.operation is Operation.ADD_USER_TO_ROLE
         event = status.drift_event(answer) if drift and adding else status.event_for(answer)
-        _post_event(body, event.type, event.reason, event.message)
+        _post_event(runtime, body, event.type, event.reason, event.message)
         logger.info("%s", event.message)
     for call in progress.kept:
         message = (
             f"RemoveUserFromRole({call.pair.username}, {call.pair.role_name}) skipped: "
             f"still wanted by {', '.join(call.kept_for)}"
         )
-        _post_event(body, "Normal", "RemovalSkipped", message)
+        _post_event(runtime, body, "Normal", "RemovalSkipped", message)
         logger.info("%s", message)
     for call in progress.dropped:
         logger.info(
@@ -259,7 +260,7 @@ async def reconcile_binding(
         return
     if refused is not None and progress.done:
         # Nothing to retry: a person changes the spec, or the platform the policy.
-        _post_event(body, "Warning", str(refused.reason), refused.message)
+        _post_event(runtime, body, "Warning", str(refused.reason), refused.message)
         logger.info("%s: %s", refused.reason, refused.message)
     # With no call made (refused, or connection unusable), the previous resStatus stays.
     changes = status.binding_status(current, generation, readiness, progress.applied, last)
@@ -383,7 +384,7 @@ async def check_connection(
     if changes:
         patch.status.update(changes)
         kind = "Normal" if readiness.ready else "Warning"
-        _post_event(body, kind, str(readiness.reason), readiness.message)
+        _post_event(runtime, body, kind, str(readiness.reason), readiness.message)
         logger.info("%s: %s", readiness.reason, readiness.message)
 
 

@@ -23,6 +23,8 @@ from milvus_rbac_operator.settings import Settings
 UNEXPECTED_ERROR_BACKOFF = 5.0
 # How soon after start each connection's first drift check runs.
 FIRST_DRIFT_CHECK_SECONDS = 15.0
+# At exit, how long Events still queued may take to go out.
+EVENT_FLUSH_SECONDS = 2.0
 
 
 def build_registry(settings: Settings) -> kopf.OperatorRegistry:
@@ -38,8 +40,10 @@ def build_registry(settings: Settings) -> kopf.OperatorRegistry:
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: Any, **_: Any) -> None:
-        await memo.runtime.connections.close()
-        await memo.runtime.kube.close()
+        runtime = _runtime(memo)
+        await runtime.events.close(EVENT_FLUSH_SECONDS)
+        await runtime.connections.close()
+        await runtime.kube.close()
 
     # The live view of bindings, connections and namespace labels (inventory.LiveObjects): one
     # LIST per kind before the watches start, then every watch event. kopf's own indexes would

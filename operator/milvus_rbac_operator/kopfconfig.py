@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import socket
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, cast
 
@@ -68,11 +66,10 @@ def kopf_settings_for(settings: Settings) -> kopf.OperatorSettings:
     kopf_settings.persistence.diffbase_storage = EssenceWithoutIntent(
         field="status.kopf.lastHandledConfiguration"
     )
-    # Only the Events we record on purpose (one per Milvus call), not kopf's log lines.
+    # kopf posts no Events: not its log lines, and the operator posts its own (one per Milvus
+    # call) through kubeclient.EventPoster, behind the status writes.
+    kopf_settings.posting.enabled = False
     kopf_settings.posting.loggers = False
-    kopf_settings.posting.level = logging.INFO
-    kopf_settings.posting.reporting_component = "milvus-rbac-operator"
-    kopf_settings.posting.reporting_instance = socket.gethostname()
     # Reconnect quickly when the API server restarts or drops the watch.
     kopf_settings.watching.server_timeout = 300
     kopf_settings.watching.client_timeout = 330

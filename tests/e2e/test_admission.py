@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 from pymilvus import MilvusClient
 
-from milvus_rbac_operator.devenv import ADMISSION, install_admission_policy
+from milvus_rbac_operator.devenv import install_admission_policy, remove_admission_policy
 from milvus_rbac_operator.inventory import INTENT_ANNOTATION
 from tests.conftest import roles_of
 from tests.e2e.conftest import (
     Cluster,
     OperatorProcess,
     binding,
-    eventually,
     follow_binding,
     ready,
 )
@@ -28,7 +27,6 @@ from tests.e2e.test_bindings import wait_gone, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("running_operator")]
 FINALIZER = "rbac.milvus.io/finalizer"
-PROBE = binding("default", "admission-probe", "probe", "probe")
 
 
 @pytest.fixture
@@ -37,20 +35,11 @@ def admission_policy(cluster: Cluster) -> None:
         pytest.skip("this cluster serves no MutatingAdmissionPolicy (Kubernetes 1.36+)")
 
 
-def admitted(cluster: Cluster) -> bool:
-    """Whether a binding created now would get the intent from admission (a server dry-run)."""
-    created = cluster.kubectl(
-        "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(PROBE)
-    )
-    return INTENT_ANNOTATION in json.loads(created.stdout)["metadata"].get("annotations", {})
-
-
 @pytest.fixture
 def without_admission_policy(cluster: Cluster, admission_policy: None) -> Iterator[None]:
     """The policy taken away for one test (as on a cluster that does not serve it)."""
-    cluster.kubectl("delete", "-f", str(ADMISSION))
     try:
-        eventually(lambda: not admitted(cluster), "the admission policy to stop applying", 60)
+        remove_admission_policy(cluster.kubeconfig)
         yield
     finally:
         install_admission_policy(cluster.kubeconfig)

@@ -1,4 +1,4 @@
-"""The operator's own writes (kubeclient.MergePatcher) against the real API server."""
+"""The operator's own writes (kubeclient.KubeWriter) against the real API server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from milvus_rbac_operator.kubeclient import MergePatcher, load_configuration
+from milvus_rbac_operator.kubeclient import KubeWriter, load_configuration
 from tests.e2e.conftest import Cluster
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ def config_map(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     return dict(json.loads(found.stdout))
 
 
-async def outcome(patcher: MergePatcher, path: str, body: dict[str, Any]) -> int:
+async def outcome(patcher: KubeWriter, path: str, body: dict[str, Any]) -> int:
     """200, or the status of the ApiException the write raised."""
     try:
         await patcher.merge_patch(path, body)
@@ -45,7 +45,7 @@ def test_a_write_lands_a_stale_one_conflicts_and_a_missing_object_is_not_found(
         return {"metadata": {"resourceVersion": version, "annotations": {"a": value}}}
 
     async def writes() -> list[int]:
-        patcher = MergePatcher(lambda: load_configuration(str(cluster.kubeconfig)))
+        patcher = KubeWriter(lambda: load_configuration(str(cluster.kubeconfig)))
         try:
             return [
                 await outcome(patcher, path, change("first")),
@@ -73,7 +73,7 @@ def test_a_rejected_token_logs_in_again_once_then_reports_401(
         return load_configuration(str(kubeconfig))
 
     async def write() -> int:
-        patcher = MergePatcher(login)
+        patcher = KubeWriter(login)
         try:
             return await outcome(patcher, f"/api/v1/namespaces/{namespace}/configmaps/c", {})
         finally:

@@ -55,6 +55,7 @@ def test_operator_settings_keep_bookkeeping_in_status_and_wait_for_calls_in_flig
     assert isinstance(configured.persistence.progress_storage, kopf.StatusProgressStorage)
     assert configured.queueing.exit_timeout == 7
     assert configured.posting.loggers is False
+    assert configured.posting.enabled is False  # the operator posts its own Events
 
 
 def test_kopf_lists_in_pages_so_it_never_holds_every_binding_at_once() -> None:

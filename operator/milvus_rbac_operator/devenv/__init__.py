@@ -138,16 +138,28 @@ def install_admission_policy(kubeconfig: Path, manifests: Path = ADMISSION) -> b
     return True
 
 
-def _wait_until_admitted(kubeconfig: Path, timeout: float = 60) -> None:
-    """Until a binding created now (a server dry-run) comes back with the admission's intent."""
+def remove_admission_policy(kubeconfig: Path, manifests: Path = ADMISSION) -> None:
+    """Delete deploy/admission and wait until new bindings no longer get the intent."""
+    run_kubectl(kubeconfig, ["delete", "--ignore-not-found", "-f", str(manifests)])
+    _wait_until(kubeconfig, admitted=False)
+
+
+def _wait_until_admitted(kubeconfig: Path) -> None:
+    _wait_until(kubeconfig, admitted=True)
+
+
+def _wait_until(kubeconfig: Path, admitted: bool, timeout: float = 60) -> None:
+    """Until a binding created now (a server dry-run) comes back with the admission's intent,
+    or (admitted=False) is created without it."""
     probe = ["create", "--dry-run=server", "-o", "json", "-f", "-"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         created = run_kubectl(kubeconfig, probe, stdin=_PROBE, check=False)
-        if '"rbac.milvus.io/intent"' in created.stdout:
+        if created.returncode == 0 and ('"rbac.milvus.io/intent"' in created.stdout) is admitted:
             return
         time.sleep(0.2)
-    raise RuntimeError(f"the admission policy in deploy/admission did not apply in {timeout:g} s")
+    change = "apply" if admitted else "stop applying"
+    raise RuntimeError(f"deploy/admission's policy did not {change} within {timeout:g} s")
 
 
 def run_kubectl(
