@@ -3,8 +3,9 @@
 Create: one AddUserToRole (pymilvus AsyncMilvusClient, with the operator's client settings) and
 one status PATCH of a MilvusRoleBinding. Delete: one RemoveUserFromRole and the PATCH that
 releases the finalizer of a MilvusRoleBinding being deleted (the API server then deletes it in
-the same request). Run before the operator starts, on objects in a namespace of their own that
-are removed afterwards.
+the same request). On objects in a namespace of their own (which the operator under
+measurement does not watch), removed afterwards: bulk runs before the operator starts, single
+units in turns with the operator's single bindings.
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ class Timings:
     rpc: list[float] = field(default_factory=list)
     write: list[float] = field(default_factory=list)
 
+    def extend(self, other: Timings) -> None:
+        self.unit += other.unit
+        self.rpc += other.rpc
+        self.write += other.write
+
     def as_json(self) -> dict[str, Any]:
         return {
             name: (s.as_json() if (s := summarize(values)) else None)
@@ -123,8 +129,8 @@ class BulkFloor:
 
 @dataclass
 class FloorResult:
-    create: Timings
-    delete: Timings
+    create: Timings = field(default_factory=Timings)
+    delete: Timings = field(default_factory=Timings)
     # size -> one run per concurrency tried; the floor is the fastest of them.
     bulk: dict[int, list[BulkFloor]] = field(default_factory=dict)
 
@@ -149,20 +155,56 @@ class FloorResult:
 
 
 class Floor:
-    def __init__(self, kube: Kube, milvus_uri: str) -> None:
+    """The floor's units, on objects of NAMESPACE and with the operator's Milvus client settings.
+
+    `async with Floor(...) as floor:` makes the objects ready and warms the client (the
+    operator's connections are open long before a binding arrives); on exit what is left is
+    removed. Bulk runs come first (`measure_bulk`), before the operator starts; single units
+    are taken in turns with the operator's single bindings (`single_create`, `single_delete`),
+    so that both meet the machine in the same minute.
+    """
+
+    def __init__(self, kube: Kube, milvus_uri: str, single_pairs: Sequence[Pair]) -> None:
         self._kube = kube
         self._uri = milvus_uri
+        self.single_pairs = list(single_pairs)
+        self.result = FloorResult()
         self._serial = 0
+        self._client: AsyncMilvusClient | None = None
         # Objects being deleted and held by a finalizer: one per delete unit, by unit index.
         self._doomed: list[str] = []
+
+    async def __aenter__(self) -> Floor:
+        await self.prepare()
+        self._client = operator_like_client(self._uri)
+        await self._client.get_server_version(timeout=TIMEOUT_SECONDS)
+        warm = self.single_pairs[:5]
+        await self.sequential(self.create_unit, warm)
+        await self.doom(len(warm))
+        await self.sequential(self.delete_unit, warm)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        await self.release_all()
+
+    @property
+    def client(self) -> AsyncMilvusClient:
+        assert self._client is not None, "use the floor inside `async with`"
+        return self._client
 
     def _object_name(self, index: int) -> str:
         return f"floor-{index % OBJECTS:03d}"
 
     async def doom(self, count: int) -> None:
-        """`count` objects with a finalizer, each DELETEd: what a delete unit then releases.
+        """`count` objects with a finalizer and a granted status, each DELETEd: what a delete
+        unit then releases.
 
-        Untimed set-up: in the operator's case the user's DELETE is part of delete -> gone.
+        Untimed set-up: in the operator's case the user's DELETE is part of delete -> gone. The
+        status is there because any implementation recorded the grant on create, and the API
+        server's release of an object with a status costs more (about 1.5 ms here).
         """
         names = [f"floor-d{self._serial}-{i:05d}" for i in range(count)]
         self._serial += 1
@@ -172,15 +214,18 @@ class Floor:
             held = binding_object(NAMESPACE, name, "floor", "floor")
             held["metadata"]["finalizers"] = [FINALIZER]
             async with gate:
-                await self._kube.call("POST", binding_path(NAMESPACE), held)
-                await self._kube.call("DELETE", binding_path(NAMESPACE, name))
+                await self._kube.create_binding(held)
+                await self._kube.patch_binding(
+                    NAMESPACE, name, floor_status("floor", "floor", 0), "status"
+                )
+                await self._kube.delete_binding(NAMESPACE, name)
 
         await asyncio.gather(*(one(name) for name in names))
         self._doomed = names
 
     async def release_all(self) -> None:
         """Remove what is left: the finalizers the admission policy gave the create units'
-        objects, then the objects (the operator must not find them later)."""
+        objects, then the objects."""
         listing = await self._kube.call("GET", binding_path(NAMESPACE))
         for item in listing.get("items") or []:
             if item["metadata"].get("finalizers"):
@@ -209,11 +254,11 @@ class Floor:
                 ok=(201, 409),
             )
 
-    async def create_unit(self, client: AsyncMilvusClient, index: int, pair: Pair) -> Timings:
+    async def create_unit(self, index: int, pair: Pair) -> Timings:
         self._serial += 1
         user, role = pair
         started = time.monotonic()
-        await client.grant_role(user, role, timeout=TIMEOUT_SECONDS)
+        await self.client.grant_role(user, role, timeout=TIMEOUT_SECONDS)
         granted = time.monotonic()
         await self._kube.patch_binding(
             NAMESPACE, self._object_name(index), floor_status(user, role, self._serial), "status"
@@ -221,11 +266,11 @@ class Floor:
         done = time.monotonic()
         return Timings([done - started], [granted - started], [done - granted])
 
-    async def delete_unit(self, client: AsyncMilvusClient, index: int, pair: Pair) -> Timings:
+    async def delete_unit(self, index: int, pair: Pair) -> Timings:
         self._serial += 1
         user, role = pair
         started = time.monotonic()
-        await client.revoke_role(user, role, timeout=TIMEOUT_SECONDS)
+        await self.client.revoke_role(user, role, timeout=TIMEOUT_SECONDS)
         revoked = time.monotonic()
         release = {"metadata": {"finalizers": None}}
         await self._kube.patch_binding(NAMESPACE, self._doomed[index], release)
@@ -233,23 +278,16 @@ class Floor:
         return Timings([done - started], [revoked - started], [done - revoked])
 
     async def sequential(
-        self,
-        unit: Callable[[AsyncMilvusClient, int, Pair], Awaitable[Timings]],
-        client: AsyncMilvusClient,
-        pairs: Sequence[Pair],
+        self, unit: Callable[[int, Pair], Awaitable[Timings]], pairs: Sequence[Pair]
     ) -> Timings:
         total = Timings()
         for index, pair in enumerate(pairs):
-            one = await unit(client, index, pair)
-            total.unit += one.unit
-            total.rpc += one.rpc
-            total.write += one.write
+            total.extend(await unit(index, pair))
         return total
 
     async def concurrent(
         self,
-        unit: Callable[[AsyncMilvusClient, int, Pair], Awaitable[Timings]],
-        client: AsyncMilvusClient,
+        unit: Callable[[int, Pair], Awaitable[Timings]],
         pairs: Sequence[Pair],
         concurrency: int,
     ) -> tuple[float, Timings]:
@@ -259,55 +297,41 @@ class Floor:
 
         async def one(index: int, pair: Pair) -> None:
             async with gate:
-                done = await unit(client, index, pair)
-            total.unit += done.unit
-            total.rpc += done.rpc
-            total.write += done.write
+                total.extend(await unit(index, pair))
 
         started = time.monotonic()
         await asyncio.gather(*(one(i, p) for i, p in enumerate(pairs)))
         return time.monotonic() - started, total
 
-    async def measure(
+    async def measure_bulk(
         self,
-        single: Sequence[Pair],
         bulk: dict[int, Sequence[Pair]],
         concurrencies: Sequence[int],
         say: Callable[[str], None],
-    ) -> FloorResult:
-        await self.prepare()
-        client = operator_like_client(self._uri)
-        try:
-            # Warm: the operator's client and API connections are open long before a binding.
-            await client.get_server_version(timeout=TIMEOUT_SECONDS)
-            await self.sequential(self.create_unit, client, single[:5])
-            await self.doom(5)
-            await self.sequential(self.delete_unit, client, single[:5])
-            create = await self.sequential(self.create_unit, client, single)
-            await self.doom(len(single))
-            result = FloorResult(
-                create=create, delete=await self.sequential(self.delete_unit, client, single)
-            )
-            # On a loaded 2-core machine more requests in flight can be slower than one at a
-            # time, so each size is measured at every concurrency and the fastest is the floor.
-            for size, pairs in bulk.items():
-                result.bulk[size] = []
-                for concurrency in concurrencies:
-                    created, create = await self.concurrent(
-                        self.create_unit, client, pairs, concurrency
-                    )
-                    await self.doom(len(pairs))
-                    deleted, delete = await self.concurrent(
-                        self.delete_unit, client, pairs, concurrency
-                    )
-                    result.bulk[size].append(
-                        BulkFloor(concurrency, created, deleted, create, delete)
-                    )
-                    say(
-                        f"  floor x{size}, {concurrency} in flight: {created:.2f} s to grant, "
-                        f"{deleted:.2f} s to revoke"
-                    )
-        finally:
-            await client.close()
-        await self.release_all()
-        return result
+    ) -> None:
+        # On a loaded 2-core machine more requests in flight can be slower than one at a time,
+        # so each size is measured at every concurrency and the fastest is the floor.
+        for size, pairs in bulk.items():
+            self.result.bulk[size] = []
+            for concurrency in concurrencies:
+                created, create = await self.concurrent(self.create_unit, pairs, concurrency)
+                await self.doom(len(pairs))
+                deleted, delete = await self.concurrent(self.delete_unit, pairs, concurrency)
+                self.result.bulk[size].append(
+                    BulkFloor(concurrency, created, deleted, create, delete)
+                )
+                say(
+                    f"  floor x{size}, {concurrency} in flight: {created:.2f} s to grant, "
+                    f"{deleted:.2f} s to revoke"
+                )
+
+    async def single_create(self, index: int) -> None:
+        """The `index`th create unit of the single phase (its own pair, its own object)."""
+        self.result.create.extend(await self.create_unit(index, self.single_pairs[index]))
+
+    async def prepare_single_deletes(self) -> None:
+        await self.doom(len(self.single_pairs))
+
+    async def single_delete(self, index: int) -> None:
+        """The `index`th delete unit: revokes what `single_create(index)` granted."""
+        self.result.delete.extend(await self.delete_unit(index, self.single_pairs[index]))

@@ -222,10 +222,12 @@ Key = str  # "namespace/name"
 
 
 class BindingWatch:
-    """A watch on every MilvusRoleBinding; times are time.monotonic() at receipt."""
+    """A watch on the MilvusRoleBindings of `namespace` (None: every namespace); times are
+    time.monotonic() at receipt."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, namespace: str | None = None) -> None:
         self._kube = kube
+        self._namespace = namespace
         self.ready = Tracker()  # (key, generation)
         self.reasons = Tracker()  # (key, reason) of a Ready=True condition of the current gen
         self.deleted = Tracker()  # key
@@ -242,7 +244,11 @@ class BindingWatch:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        path = f"/apis/{GROUP}/{VERSION}/{BINDINGS}"
+        path = (
+            binding_path(self._namespace)
+            if self._namespace
+            else f"/apis/{GROUP}/{VERSION}/{BINDINGS}"
+        )
         version: str | None = None
         while True:
             try:

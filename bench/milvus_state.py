@@ -11,12 +11,17 @@ from pymilvus import MilvusClient
 from milvus_rbac_operator.devenv.milvus_server import ROOT_PASSWORD, ROOT_USERNAME
 
 USER_PREFIX = "bu"
+FLOOR_USER_PREFIX = "fu"  # the floor's single units: never in the operator's expected state
 ROLE_PREFIX = "br"
 Pair = tuple[str, str]
 
 
 def user_name(index: int) -> str:
     return f"{USER_PREFIX}{index:05d}"
+
+
+def floor_user_name(index: int) -> str:
+    return f"{FLOOR_USER_PREFIX}{index:05d}"
 
 
 def role_name(index: int, roles: int) -> str:
@@ -27,8 +32,11 @@ def admin_client(uri: str) -> MilvusClient:
     return MilvusClient(uri=uri, token=f"{ROOT_USERNAME}:{ROOT_PASSWORD}", timeout=30)
 
 
-def seed(uri: str, users: int, roles: int, say: Callable[[str], None]) -> None:
-    """Create the benchmark's users and roles (Milvus takes them one at a time, ~5 ms each)."""
+def seed(
+    uri: str, users: int, roles: int, say: Callable[[str], None], floor_users: int = 0
+) -> None:
+    """Create the benchmark's users, the floor's, and the roles (Milvus takes them one at a
+    time, ~5 ms each)."""
     client = admin_client(uri)
     try:
         existing_roles = set(client.list_roles())
@@ -37,8 +45,10 @@ def seed(uri: str, users: int, roles: int, say: Callable[[str], None]) -> None:
                 client.create_role(role_name(index, roles))
         existing = set(client.list_users())
         started = time.monotonic()
-        for index in range(users):
-            name = user_name(index)
+        names = [user_name(i) for i in range(users)] + [
+            floor_user_name(i) for i in range(floor_users)
+        ]
+        for index, name in enumerate(names):
             if name not in existing:
                 client.create_user(name, f"{name}-password")
             if index and index % 2000 == 0:

@@ -22,11 +22,13 @@ class OperatorProcess:
         kubeconfig: Path,
         log_path: Path,
         drift_interval: float,
+        namespace: str,
         profile_to: Path | None = None,
     ) -> None:
         self.port = processes.free_port()
         self.log_path = log_path
         self._kubeconfig = kubeconfig
+        self._namespace = namespace
         self._drift_interval = drift_interval
         self._profile_to = profile_to
         self._proc: subprocess.Popen[bytes] | None = None
@@ -52,7 +54,13 @@ class OperatorProcess:
         }
 
     def argv(self) -> list[str]:
-        command = ["-m", "milvus_rbac_operator", "run", f"--kubeconfig={self._kubeconfig}"]
+        command = [
+            "-m",
+            "milvus_rbac_operator",
+            "run",
+            f"--kubeconfig={self._kubeconfig}",
+            f"--namespace={self._namespace}",
+        ]
         if self._profile_to is None:
             return [sys.executable, *command]
         # pyinstrument runs the module in-process and writes its report when the operator exits;

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import milvus_state
-from bench.floor import binding_object
+from bench.floor import Floor, binding_object
 from bench.kube import BindingWatch, Kube, KubeError
 from bench.milvus_state import Pair, role_name, user_name
 from bench.operator_proc import OperatorProcess
@@ -19,6 +19,10 @@ from milvus_rbac_operator.devenv.milvus_server import ROOT_PASSWORD, ROOT_USERNA
 
 NAMESPACE = "bench"
 CONNECTION = "milvus"
+# Between a floor unit and a single binding, each way: the operator's trailing work (its own
+# watch event of the status it wrote, the Event posted 50 ms after the call) and the floor's
+# (its watch events) must not fall into the other's timing.
+TURN_GAP_SECONDS = 0.08
 # Operations a binding's own reconcile makes; SelectUser and GetVersion are periodic.
 BINDING_OPERATIONS = ("AddUserToRole", "RemoveUserFromRole")
 
@@ -194,8 +198,17 @@ def _latencies(values: list[float]) -> dict[str, Any]:
     }
 
 
-async def single_phase(bench: Bench, count: int, changes: int) -> dict[str, Any]:
-    """Bindings one at a time: apply -> Ready, spec change -> Ready, delete -> gone."""
+async def _floor_turn(unit: Callable[[int], Any], index: int) -> None:
+    """The floor's unit `index`, set apart from the operator's turns before and after."""
+    await asyncio.sleep(TURN_GAP_SECONDS)
+    await unit(index)
+    await asyncio.sleep(TURN_GAP_SECONDS)
+
+
+async def single_phase(bench: Bench, count: int, changes: int, floor: Floor) -> dict[str, Any]:
+    """Bindings one at a time: apply -> Ready, spec change -> Ready, delete -> gone. Each create
+    and each delete takes turns with one of the floor's units (`floor` has `count` pairs of its
+    own), so that a drift in the machine's speed moves both alike."""
     names = [f"s-{i:04d}" for i in range(count)]
     pairs = _pairs(bench, count)
     alive = bench.operator.alive
@@ -204,7 +217,8 @@ async def single_phase(bench: Bench, count: int, changes: int) -> dict[str, Any]
     before = await snapshot(bench)
     ready: list[float] = []
     posts: list[float] = []
-    for name, (user, role) in zip(names, pairs, strict=True):
+    for index, (name, (user, role)) in enumerate(zip(names, pairs, strict=True)):
+        await _floor_turn(floor.single_create, index)
         started = time.monotonic()
         await bench.kube.create_binding(binding_object(NAMESPACE, name, user, role))
         posts.append(time.monotonic() - started)
@@ -236,8 +250,10 @@ async def single_phase(bench: Bench, count: int, changes: int) -> dict[str, Any]
     result["milvus_after_change"] = await milvus_check(bench, set(pairs[: len(ready)]))
 
     gone: list[float] = []
+    await floor.prepare_single_deletes()
     before = await snapshot(bench)
-    for name in names[: len(ready)]:
+    for index, name in enumerate(names[: len(ready)]):
+        await _floor_turn(floor.single_delete, index)
         started = time.monotonic()
         await bench.kube.delete_binding(NAMESPACE, name)
         if not await bench.watch.deleted.wait([bench.key(name)], 60, alive):

@@ -25,10 +25,11 @@ if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import milvus_state, report
+from bench.floor import NAMESPACE as FLOOR_NAMESPACE
 from bench.floor import Floor
 from bench.kube import BindingWatch, Kube, KubeAccess
 from bench.operator_proc import OperatorProcess
-from bench.phases import Bench, bulk_phase, prepare_connection, single_phase
+from bench.phases import NAMESPACE, Bench, bulk_phase, prepare_connection, single_phase
 from bench.watchers import WatchersProcess
 from milvus_rbac_operator.devenv import REPO_ROOT, LocalEnvironment, remove_admission_policy
 
@@ -131,17 +132,21 @@ async def measure(env: LocalEnvironment, args: argparse.Namespace, results: dict
     pairs = [
         (milvus_state.user_name(i), milvus_state.role_name(i, args.roles)) for i in range(users)
     ]
+    floor_pairs = [
+        (milvus_state.floor_user_name(i), milvus_state.role_name(i, args.roles))
+        for i in range(args.repeat)
+    ]
     access = KubeAccess.from_kubeconfig(env.kubeconfig)
-    async with Kube(access, connections=max(args.concurrency * 2, 16)) as kube:
-        say(f"Floor: {args.repeat} x (AddUserToRole + status PATCH), then the bulk sizes ...")
-        async with WatchersProcess(env.kubeconfig, env.workdir / "floor-watchers.log"):
-            floor = await Floor(kube, uri).measure(
-                pairs[: args.repeat],
-                {n: pairs[:n] for n in args.sizes},
-                sorted({1, args.concurrency}),
-                say,
-            )
-        results["floor"] = floor.as_json()
+    async with (
+        Kube(access, connections=max(args.concurrency * 2, 16)) as kube,
+        WatchersProcess(env.kubeconfig, FLOOR_NAMESPACE, env.workdir / "floor-watchers.log"),
+        Floor(kube, uri, floor_pairs) as floor,
+    ):
+        say("Floor: the bulk sizes (single units come in turns with the operator's) ...")
+        await floor.measure_bulk(
+            {n: pairs[:n] for n in args.sizes}, sorted({1, args.concurrency}), say
+        )
+        results["floor"] = floor.result.as_json()
         results["milvus_after_floor"] = milvus_state.compare(
             set(), await asyncio.to_thread(milvus_state.bench_grants, uri)
         ).as_json()
@@ -150,9 +155,10 @@ async def measure(env: LocalEnvironment, args: argparse.Namespace, results: dict
             env.kubeconfig,
             env.workdir / "operator.log",
             args.drift_interval,
+            NAMESPACE,
             args.profile_operator.resolve() if args.profile_operator else None,
         )
-        watch = BindingWatch(kube)
+        watch = BindingWatch(kube, NAMESPACE)
         watch.start()
         await asyncio.wait_for(watch.listed.wait(), 60)
         say(f"Starting the operator (log: {operator.log_path}) ...")
@@ -163,8 +169,12 @@ async def measure(env: LocalEnvironment, args: argparse.Namespace, results: dict
             )
             await prepare_connection(bench)
             results["operator"] = {"started_rss_bytes": operator.rss_bytes()}
-            say(f"Single bindings: {args.repeat} applied, changed and deleted one at a time ...")
-            results["single"] = await single_phase(bench, args.repeat, args.changes)
+            say(
+                f"Single bindings: {args.repeat} applied, changed and deleted one at a time, "
+                "in turns with the floor's units ..."
+            )
+            results["single"] = await single_phase(bench, args.repeat, args.changes, floor)
+            results["floor"] = floor.result.as_json()
             results["bulk"] = {}
             for size in args.sizes:
                 say(f"Bulk: {size} bindings at once ...")
@@ -196,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             say("Taking the admission policy away (deploy/admission) ...")
             remove_admission_policy(env.kubeconfig)
         users = max([*args.sizes, args.repeat])
-        say(f"Creating {users} users and {args.roles} roles in Milvus ...")
-        milvus_state.seed(env.milvus.uri, users, args.roles, say)
+        say(
+            f"Creating {users} users (and {args.repeat} for the floor) and {args.roles} roles"
+            " in Milvus ..."
+        )
+        milvus_state.seed(env.milvus.uri, users, args.roles, say, floor_users=args.repeat)
         asyncio.run(measure(env, args, results))
     except KeyboardInterrupt:
         say("interrupted")

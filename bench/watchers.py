@@ -1,12 +1,13 @@
-"""Watch streams on MilvusRoleBindings, in a process of their own, while the floor is measured.
+"""Watch streams on the floor's MilvusRoleBindings, in a process of their own.
 
-When the operator is measured, two clients watch every binding: the operator (any
+When the operator is measured, two clients watch its bindings: the operator (any
 implementation must) and the benchmark (its instrument). Each write then also costs the API
 server a watch event per stream, and each watcher's parsing a share of the two CPUs. The floor
-is measured with the same two streams open, read and parsed here, so that it runs in the same
-conditions; in its own process, so that their parsing never delays the floor's own timing.
+is measured with the same two streams open on its own namespace, read and parsed here, so that
+it runs in the same conditions; in its own process, so that their parsing never delays the
+floor's own timing.
 
-`python -m bench.watchers KUBECONFIG [STREAMS]` runs until SIGTERM.
+`python -m bench.watchers KUBECONFIG NAMESPACE [STREAMS]` runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from types import TracebackType
 
 from bench.kube import BindingWatch, Kube, KubeAccess
 from milvus_rbac_operator.devenv import REPO_ROOT, processes
@@ -24,11 +24,11 @@ from milvus_rbac_operator.devenv import REPO_ROOT, processes
 STREAMS = 2  # the operator's own watch, and the benchmark's
 
 
-async def watch(kubeconfig: Path, streams: int) -> None:
+async def watch(kubeconfig: Path, namespace: str, streams: int) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with Kube(KubeAccess.from_kubeconfig(kubeconfig)) as kube:
-        watches = [BindingWatch(kube) for _ in range(streams)]
+        watches = [BindingWatch(kube, namespace) for _ in range(streams)]
         for each in watches:
             each.start()
         await asyncio.gather(*(asyncio.wait_for(w.listed.wait(), 60) for w in watches))
@@ -39,10 +39,19 @@ async def watch(kubeconfig: Path, streams: int) -> None:
 
 
 class WatchersProcess:
-    """`with WatchersProcess(kubeconfig, log):` the streams are open and listed inside."""
+    """`async with WatchersProcess(...):` the streams are open and listed inside."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, streams: int = STREAMS) -> None:
-        self._argv = [sys.executable, "-m", "bench.watchers", str(kubeconfig), str(streams)]
+    def __init__(
+        self, kubeconfig: Path, namespace: str, log_path: Path, streams: int = STREAMS
+    ) -> None:
+        self._argv = [
+            sys.executable,
+            "-m",
+            "bench.watchers",
+            str(kubeconfig),
+            namespace,
+            str(streams),
+        ]
         self._log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -57,16 +66,13 @@ class WatchersProcess:
         await self.__aexit__(None, None, None)
         raise RuntimeError(f"the floor's watch streams did not start; see {self._log_path}")
 
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         if self._proc is not None:
             await asyncio.to_thread(processes.stop, self._proc, 10)
             self._proc = None
 
 
 if __name__ == "__main__":
-    asyncio.run(watch(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else STREAMS))
+    asyncio.run(
+        watch(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else STREAMS)
+    )
