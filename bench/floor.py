@@ -175,13 +175,17 @@ class Floor:
         self._doomed: list[str] = []
 
     async def __aenter__(self) -> Floor:
-        await self.prepare()
-        self._client = operator_like_client(self._uri)
-        await self._client.get_server_version(timeout=TIMEOUT_SECONDS)
-        warm = self.single_pairs[:5]
-        await self.sequential(self.create_unit, warm)
-        await self.doom(len(warm))
-        await self.sequential(self.delete_unit, warm)
+        try:
+            await self.prepare()
+            self._client = operator_like_client(self._uri)
+            await self._client.get_server_version(timeout=TIMEOUT_SECONDS)
+            warm = self.single_pairs[:5]
+            await self.sequential(self.create_unit, warm)
+            await self.doom(len(warm))
+            await self.sequential(self.delete_unit, warm)
+        except BaseException:
+            await self.__aexit__()  # `async with` calls it only once this returned
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -222,10 +222,10 @@ Key = str  # "namespace/name"
 
 
 class BindingWatch:
-    """A watch on the MilvusRoleBindings of `namespace` (None: every namespace); times are
-    time.monotonic() at receipt."""
+    """A watch on the MilvusRoleBindings of `namespace`; times are time.monotonic() at
+    receipt."""
 
-    def __init__(self, kube: Kube, namespace: str | None = None) -> None:
+    def __init__(self, kube: Kube, namespace: str) -> None:
         self._kube = kube
         self._namespace = namespace
         self.ready = Tracker()  # (key, generation)
@@ -244,11 +244,7 @@ class BindingWatch:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _run(self) -> None:
-        path = (
-            binding_path(self._namespace)
-            if self._namespace
-            else f"/apis/{GROUP}/{VERSION}/{BINDINGS}"
-        )
+        path = binding_path(self._namespace)
         version: str | None = None
         while True:
             try:

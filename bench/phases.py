@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,7 +198,7 @@ def _latencies(values: list[float]) -> dict[str, Any]:
     }
 
 
-async def _floor_turn(unit: Callable[[int], Any], index: int) -> None:
+async def _floor_turn(unit: Callable[[int], Awaitable[None]], index: int) -> None:
     """The floor's unit `index`, set apart from the operator's turns before and after."""
     await asyncio.sleep(TURN_GAP_SECONDS)
     await unit(index)
